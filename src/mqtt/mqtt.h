@@ -334,6 +334,13 @@ typedef struct mqtt_sub_iter {
 void mqtt_sub_iter_init(mqtt_sub_iter *it, const mqtt_subscribe *s, bool is_subscribe);
 /* options is set to 0 for UNSUBSCRIBE entries. */
 bool mqtt_sub_next(mqtt_sub_iter *it, mqtt_str *filter, uint8_t *options);
+/*
+ * Builds `entries` for encoding: the wire size of one SUBSCRIBE
+ * (is_subscribe) or UNSUBSCRIBE entry, and a writer that appends it to out
+ * (options is not written for UNSUBSCRIBE). Returns bytes written.
+ */
+size_t mqtt_sub_entry_size(mqtt_str filter, bool is_subscribe);
+size_t mqtt_sub_entry_write(uint8_t *out, mqtt_str filter, uint8_t options, bool is_subscribe);
 
 /* SUBACK and UNSUBACK (v3.1.1 UNSUBACK has no reason codes: count == 0). */
 typedef struct mqtt_suback {
@@ -434,8 +441,9 @@ size_t mqtt_encoded_size(const mqtt_packet *pkt, uint8_t version);
  */
 size_t mqtt_encode(const mqtt_packet *pkt, uint8_t version, uint8_t *out);
 
-/* Size of the properties block of `props` for packet type `type`, including
- * its variable-byte-integer length prefix. Exposed for the broker, which
+/* Size of the properties block of `props` (every property it holds is
+ * counted, whatever the packet type), including its variable-byte-integer
+ * length prefix. Exposed for the broker, which
  * trims optional properties (reason string, user properties) to respect a
  * client's Maximum Packet Size. */
 size_t mqtt_props_size(const mqtt_props *props);
