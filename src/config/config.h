@@ -47,8 +47,8 @@
  *   ADDR      "host:port", "[v6]:port", ":port" or "port"; host defaults to
  *             0.0.0.0; port 0..65535                                    -> cfg_addr
  *   DOUBLE    decimal number in [min,max] (bounds as integers)          -> double
- * The literal value `infinity` is accepted for INT/SIZE/DURATION rows whose
- * `max` is CFG_INFINITY_OK-flagged, and stores the row's max.
+ * The literal value `infinity` is accepted for INT/SIZE/DURATION rows flagged
+ * CFG_F_INFINITY, and stores the row's max.
  *
  * Ownership: strings stored into targets are malloc'd by the registry and
  * freed by cfg_release() (or replaced - and the old one freed - when a key is
@@ -125,7 +125,7 @@ typedef struct cfg_key {
 	cfg_type type;
 	const char *def; /* default in text form, parsed like a file value; NULL: none */
 	int64_t min;     /* INT/SIZE/DURATION(ms)/DOUBLE bounds, inclusive */
-	int64_t max;
+	int64_t max;     /* min == max == 0: no bounds ("infinity" then stores the type's maximum) */
 	const char *const *choices; /* ENUM: NULL-terminated */
 	size_t offset;   /* where in target the value goes, when set == NULL */
 	cfg_set_fn set;  /* overrides offset storage when non-NULL */
@@ -195,5 +195,15 @@ int cfg_parse_int(const char *s, int64_t *out);
 int cfg_parse_size(const char *s, uint64_t *out);
 int cfg_parse_duration_ms(const char *s, uint64_t *out);
 int cfg_parse_addr(const char *s, cfg_addr *out);
+
+/*
+ * Diagnostic for tests: the process-wide, cumulative number of steps the
+ * placeholder matcher has taken, a step being one visit of a (pattern
+ * segment, key segment) state, visits answered by the failure memo included.
+ * It measures the work a key costs independently of machine speed, so a test
+ * can bound the matching of hostile keys exactly instead of timing it.
+ * Atomic and monotonic; take differences.
+ */
+uint64_t cfg_match_steps(void);
 
 #endif /* KEEPMQ_CONFIG_H */
