@@ -61,6 +61,18 @@ int passwd_db_check(passwd_db *db, const uint8_t *user, size_t ulen, const uint8
                     size_t pwlen);
 
 /*
+ * Diagnostics for tests and metrics: process-wide counts, over every db, of
+ * the PBKDF2 derivations passwd_db_check has performed and of the PBKDF2
+ * iterations they comprised (passwd_hash is not counted). They measure the
+ * slow path as work done rather than time taken, so the cost contract above
+ * (a cache hit derives nothing; a wrong password and an unknown user each
+ * derive once, with the same iteration count for the file's common count)
+ * can be checked exactly. Atomic and monotonic; take differences.
+ */
+uint64_t passwd_pbkdf2_runs(void);
+uint64_t passwd_pbkdf2_iterations(void);
+
+/*
  * Computes a hash string for a password into out (room for at least
  * PASSWD_HASH_MAX bytes, NUL-terminated). iterations 0 means the default.
  * Returns 0, or -1 if the random source or OpenSSL fails.
@@ -104,7 +116,7 @@ void acl_free(acl **a);
 
 /*
  * May this client read (receive) / write (publish) this topic name?
- * username NULL (or ulen 0 with anonymous=true) means an anonymous client.
+ * username NULL, or a user name of length 0, means an anonymous client.
  */
 bool acl_check(const acl *a, mqtt_str clientid, const mqtt_str *username, mqtt_str topic,
                int access);
