@@ -18,8 +18,9 @@ typedef struct pw_req {
 	conn *c;
 	passwd_db *db;
 	int result;
-	uint32_t ulen, pwlen;
-	uint8_t data[]; /* user name then password */
+	uint32_t ulen, pwlen, connect_len;
+	uint8_t *connect; /* the CONNECT packet, handed to connect_auth_done */
+	uint8_t data[];   /* user name then password */
 } pw_req;
 
 static void pw_work(uv_work_t *req)
@@ -32,34 +33,47 @@ static void pw_done(uv_work_t *req, int status)
 {
 	pw_req *r = req->data;
 	conn *c = r->c;
-	c->auth_ok = status == 0 && r->result == 0;
+	bool ok = status == 0 && r->result == 0;
+	uint8_t *connect = r->connect;
+	uint32_t len = r->connect_len;
 	/* no copy of the password outlives the check */
 	memset(r->data, 0, (size_t)r->ulen + r->pwlen);
 	free(r);
-	if (conn_unref(c))
-		return; /* it closed meanwhile and is gone */
-	connect_auth_done(c);
+	if (conn_unref(c)) { /* it closed meanwhile */
+		memset(connect, 0, len);
+		free(connect);
+		return;
+	}
+	connect_auth_done(c, connect, len, ok);
 }
 
-int authz_check_password_async(conn *c, const mqtt_connect *ck)
+int authz_check_password_async(conn *c, const mqtt_connect *ck, const uint8_t *packet,
+                               uint32_t len)
 {
 	pw_req *r = malloc(sizeof(*r) + ck->username.len + ck->password.len);
-	if (!r)
-		return -1;
+	uint8_t *copy = malloc(len);
+	if (!r || !copy)
+		goto fail;
+	memcpy(copy, packet, len);
 	r->req.data = r;
 	r->c = c;
 	r->db = c->w->b->passwd;
 	r->ulen = ck->username.len;
 	r->pwlen = ck->password.len;
+	r->connect = copy;
+	r->connect_len = len;
 	memcpy(r->data, ck->username.p, ck->username.len);
 	memcpy(r->data + r->ulen, ck->password.p, ck->password.len);
 	c->refs++;
 	if (uv_queue_work(&c->w->loop, &r->req, pw_work, pw_done)) {
 		c->refs--;
-		free(r);
-		return -1;
+		goto fail;
 	}
 	return 0;
+fail:
+	free(r);
+	free(copy);
+	return -1;
 }
 
 static mqtt_str cid_of(const session *s) { return (mqtt_str){(const uint8_t *)s->client_id, s->cid_len}; }

@@ -164,11 +164,16 @@ enum inbox_kind {
 	INBOX_CALL = 5,     /* run fn(worker, arg) on the worker's thread */
 };
 
+typedef union peer_addr {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
+} peer_addr;
+
 typedef struct handoff {
 	int fd;
 	uint8_t listener;
-	struct sockaddr_storage peer;
-	uint64_t created_ms;
+	peer_addr peer;
 	uint32_t len;
 	uint8_t data[]; /* the CONNECT packet and every byte read after it */
 } handoff;
@@ -240,7 +245,6 @@ typedef struct session {
 	bool clean_start;
 	bool persistent; /* survives disconnect (expiry > 0) */
 	uint32_t expiry_s;   /* session expiry interval; UINT32_MAX: never */
-	uint64_t offline_since_ms;
 	hashmap subs; /* full filter -> session_sub */
 	dq queue;     /* waiting to be sent */
 	dq inflight;  /* sent, unacknowledged, in send order */
@@ -254,7 +258,6 @@ typedef struct session {
 	uint64_t will_due_ms;   /* loop time the delayed will is due; 0: none */
 	uint64_t expiry_due_ms; /* loop time the offline session expires; 0: never/online */
 	uint32_t match_epoch, match_idx;
-	uint64_t dropped;
 	uint32_t cid_len;
 	char client_id[]; /* NUL-terminated */
 } session;
@@ -270,44 +273,41 @@ enum conn_state {
 };
 
 enum conn_flags {
-	CF_DIRTY = 1u << 0,      /* on the worker's dirty list */
-	CF_WRITING = 1u << 1,    /* a uv_write is in progress (wbuf) */
+	CF_DIRTY = 1u << 0,        /* on the worker's dirty list */
+	CF_WANT_WRITE = 1u << 1,   /* the kernel's send buffer was full: polling for writable */
 	CF_PROBLEM_INFO = 1u << 2, /* v5 Request Problem Information (default 1) */
-	CF_HANDED_OFF = 1u << 3, /* socket moved to another worker */
-	CF_READING = 1u << 4,
-	CF_OUT_IDLE = 1u << 5,   /* no output since the last tick: buffers may be freed */
-	CF_CLOSE_DONE = 1u << 6, /* libuv's close callback has run */
+	CF_HANDED_OFF = 1u << 3,   /* socket moved to another worker: do not close it */
+	CF_READING = 1u << 4,      /* polling for readable */
+	CF_OUT_IDLE = 1u << 5,     /* no output since the last tick: the buffer may go */
+	CF_CLOSE_DONE = 1u << 6,   /* libuv's close callback has run */
 };
 
 typedef struct conn {
-	uv_tcp_t tcp;
+	uv_poll_t poll; /* readiness of fd; the socket I/O is ours (conn.c) */
+	int fd;
 	struct worker *w;
 	session *s;
 	struct conn *next, *prev; /* worker's connection list */
 	struct conn *dirty_next;
-	buf in;   /* bytes of an incomplete packet */
-	buf out;  /* encoded packets not yet handed to the kernel */
-	buf wbuf; /* bytes owned by the in-progress uv_write */
-	uv_write_t wreq;
-	uint8_t *connect_copy; /* CONNECT bytes kept while the password check runs */
-	uint32_t connect_len;
-	uint64_t last_rx_ms;   /* loop time of the last received packet */
-	uint64_t created_ms;
-	uint64_t closing_since_ms;
-	uint32_t keepalive_ms; /* 0: no keep-alive */
+	buf in;  /* bytes of an incomplete packet */
+	buf out; /* encoded packets; [out_off, out.len) not yet sent */
+	uint32_t out_off;
+	uint64_t last_rx_ms; /* loop time of the last received packet */
+	uint64_t since_ms;   /* accepted at (before CONNACK), closing since (after) */
+	uint32_t keepalive_ms;   /* 0: no keep-alive */
 	uint32_t max_packet_out; /* client's Maximum Packet Size; 0: protocol maximum */
-	uint32_t auth_ok;        /* result of the password check */
 	uint16_t alias_out_max, alias_out_next;
-	uint16_t refs; /* thread-pool requests in progress */
+	uint16_t refs;  /* thread-pool requests in progress */
+	uint16_t flags; /* enum conn_flags */
 	uint8_t state;
 	uint8_t version;
-	uint8_t flags;
 	uint8_t listener;
+	uint8_t events; /* what the poll handle is started with */
 	uint8_t disconnect_rc; /* reason this connection ended, for will handling */
 	bool will_suppress;    /* normal DISCONNECT: no will */
 	char **alias_in;       /* [alias] -> topic, allocated on first use */
 	hashmap *alias_out;    /* topic -> alias, allocated on first use */
-	struct sockaddr_storage peer;
+	peer_addr peer;
 } conn;
 
 /* ---------------------------------------------------------------- workers */
@@ -321,7 +321,7 @@ typedef struct worker {
 	uv_timer_t tick;
 	uv_check_t check;
 	uv_idle_t idle; /* active while work is pending: keeps poll from blocking */
-	uv_tcp_t *listeners;
+	struct listener *listeners;
 	unsigned nlisteners;
 	pthread_mutex_t inbox_mu;
 	inbox_item *inbox_head, *inbox_tail;
@@ -384,11 +384,20 @@ void worker_wake_self(worker *w);
 uint64_t worker_now(worker *w); /* loop time, ms (monotonic) */
 
 /* listener.c */
+typedef struct listener {
+	uv_poll_t poll;
+	uv_timer_t retry; /* accept paused after EMFILE/ENFILE */
+	int fd;
+	uint8_t idx;
+	bool open;
+} listener;
 int listeners_open(worker *w);
 void listeners_close(worker *w);
 
 /* conn.c */
-conn *conn_new(worker *w, uint8_t listener);
+#define READBUF_SIZE (64 * 1024)
+/* Wraps an accepted (or handed-over) non-blocking socket. */
+conn *conn_new(worker *w, int fd, uint8_t listener);
 /* Starts reading; for adopted connections `pending` bytes are processed first. */
 int conn_start(conn *c, const uint8_t *pending, size_t len);
 /* Reserves n bytes at the end of the output buffer; NULL on allocation failure
@@ -397,8 +406,12 @@ uint8_t *conn_reserve(conn *c, size_t n);
 void conn_commit(conn *c, size_t n);
 /* Encodes and queues a packet. Returns 0, -1 if the connection is closing. */
 int conn_send_packet(conn *c, const mqtt_packet *pkt);
-/* Writes out pending output now (called from the check phase). */
+/* Writes out pending output now. */
 void conn_flush(conn *c);
+/* The check phase's flush of a connection taken off the dirty list. */
+void conn_flush_dirty(conn *c);
+/* Stops reading (while a password check runs). */
+void conn_read_stop(conn *c);
 /* Ends the connection after pending output is flushed. rc is the v5 reason
  * for will handling and logs; for v5 clients, if send_disconnect is true, a
  * DISCONNECT with that reason is sent first. */
@@ -498,15 +511,18 @@ void route_scratch_free(worker *w);
 void route_retained(session *s, mqtt_str filter, uint8_t options, uint32_t sub_id);
 
 /* authz.c */
-/* Starts the CONNECT password check; calls connect_auth_done on the worker
- * thread when finished. Returns 0 if started, -1 if not (then call directly). */
-int authz_check_password_async(conn *c, const mqtt_connect *ck);
+/* Starts the CONNECT password check (copying the packet); calls
+ * connect_auth_done on the worker thread when finished. Returns 0 if
+ * started, -1 if not. */
+int authz_check_password_async(conn *c, const mqtt_connect *ck, const uint8_t *packet,
+                               uint32_t len);
 bool authz_may_publish(const session *s, mqtt_str topic);
 int authz_filter(const session *s, mqtt_str filter);
 bool authz_may_receive(const session *s, mqtt_str topic);
 
 /* handle_connect.c */
-void connect_auth_done(conn *c);
+/* The password check of a CONNECT (a copy of its bytes) finished. Frees copy. */
+void connect_auth_done(conn *c, uint8_t *copy, uint32_t len, bool ok);
 
 /* sys.c */
 void sys_start(broker *b);

@@ -2,46 +2,63 @@
  * conn.c - one client's TCP connection: reading, framing, dispatch, writing,
  * closing.
  *
- * Reading: an idle connection owns no input buffer. libuv reads into the
+ * I/O is done here on the raw socket, with a uv_poll_t telling when it is
+ * readable or writable. libuv's stream layer (uv_tcp_t + uv_write_t) costs
+ * about 440 bytes per connection more and a second output buffer; a broker
+ * holding tens of thousands of idle clients feels that, and the hand-off of
+ * a socket to another worker becomes trivial: a poll handle does not own
+ * its descriptor.
+ *
+ * Reading: an idle connection owns no input buffer. read(2) goes into the
  * worker's shared 64 KiB buffer; whole packets are handled in place (the
  * decoder is zero-copy) and only the tail of an incomplete packet is copied
  * into the connection's own buffer, into which the next reads then go
  * directly until the packet is complete. mqtt_frame rejects an oversize packet
- * from its header, before its body is buffered.
+ * from its header, before its body is buffered. At most READS_PER_EVENT reads
+ * are done per readiness event so one busy client cannot starve the others.
  *
  * Writing: packets are encoded into `out`; the connection is put on the
- * worker's dirty list and flushed once in the check phase with uv_try_write.
- * Whatever the kernel does not take moves to `wbuf` for a uv_write, and new
- * packets go to a fresh `out` meanwhile; `out` + `wbuf` is what a slow reader
- * costs, and session.c stops feeding QoS 0 to it above mqtt.max_pending_bytes.
+ * worker's dirty list and flushed once in the check phase with send(2)
+ * (MSG_NOSIGNAL: a closed peer gives EPIPE, never SIGPIPE). What the kernel
+ * does not take stays in `out` (out_off marks what was sent) and the poll
+ * handle waits for writability. `out` minus out_off is what a slow reader
+ * costs; session.c stops feeding QoS 0 to it above mqtt.max_pending_bytes.
  *
  * Closing: conn_shutdown flushes then closes, conn_abort closes at once. The
  * session is detached immediately in both cases (so a reconnecting client
- * finds it free), and the struct is freed only in the libuv close callback,
- * after any write callback, and only once no thread-pool request refers to it.
+ * finds it free). The struct is freed after libuv's close callback, and only
+ * when it is on no dirty list and no thread-pool request refers to it.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "broker/broker.h"
 #include "util/log.h"
 
-conn *conn_new(worker *w, uint8_t listener)
+#define READS_PER_EVENT 4
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+conn *conn_new(worker *w, int fd, uint8_t listener)
 {
 	conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
-	if (uv_tcp_init(&w->loop, &c->tcp)) {
+	if (uv_poll_init(&w->loop, &c->poll, fd)) {
 		free(c);
 		return NULL;
 	}
-	c->tcp.data = c;
+	c->poll.data = c;
+	c->fd = fd;
 	c->w = w;
 	c->listener = listener;
-	c->created_ms = c->last_rx_ms = worker_now(w);
+	c->since_ms = c->last_rx_ms = worker_now(w);
 	c->flags = CF_PROBLEM_INFO;
 	c->next = w->conns;
 	if (w->conns)
@@ -55,67 +72,44 @@ void conn_peer_str(const conn *c, char *out, size_t len)
 {
 	char host[INET6_ADDRSTRLEN] = "?";
 	unsigned port = 0;
-	if (c->peer.ss_family == AF_INET) {
-		const struct sockaddr_in *a = (const void *)&c->peer;
-		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-		port = ntohs(a->sin_port);
-	} else if (c->peer.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)&c->peer;
-		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-		port = ntohs(a->sin6_port);
+	if (c->peer.sa.sa_family == AF_INET) {
+		inet_ntop(AF_INET, &c->peer.in.sin_addr, host, sizeof(host));
+		port = ntohs(c->peer.in.sin_port);
+	} else if (c->peer.sa.sa_family == AF_INET6) {
+		inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, host, sizeof(host));
+		port = ntohs(c->peer.in6.sin6_port);
 	}
 	snprintf(out, len, "%s:%u", host, port);
 }
 
-size_t conn_pending_bytes(const conn *c)
+size_t conn_pending_bytes(const conn *c) { return (size_t)(c->out.len - c->out_off); }
+
+/* Asks libuv for the events this connection wants now. */
+static void update_poll(conn *c)
 {
-	return (size_t)c->out.len + ((c->flags & CF_WRITING) ? c->wbuf.len : 0);
+	if (c->state == CONN_CLOSED)
+		return;
+	int ev = 0;
+	if (c->flags & CF_READING)
+		ev |= UV_READABLE;
+	if (c->flags & CF_WANT_WRITE)
+		ev |= UV_WRITABLE;
+	if (ev == c->events)
+		return;
+	c->events = (uint8_t)ev;
+	if (ev)
+		uv_poll_start(&c->poll, ev, on_poll);
+	else
+		uv_poll_stop(&c->poll);
 }
 
 /* ---------------------------------------------------------------- closing */
-
-static void conn_free(conn *c);
-
-/* Drops a thread-pool reference. Returns true if the connection was closed
- * meanwhile and has now been freed (the caller must not touch it). */
-bool conn_unref(conn *c)
-{
-	c->refs--;
-	if (c->refs == 0 && c->state == CONN_CLOSED && (c->flags & CF_CLOSE_DONE)) {
-		conn_free(c);
-		return true;
-	}
-	return c->state == CONN_CLOSED;
-}
-
-static void on_close(uv_handle_t *h)
-{
-	conn *c = h->data;
-	worker *w = c->w;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		w->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	c->next = c->prev = NULL;
-	STAT_ADD(w, connections, -1);
-	STAT_INC(w, conn_closed);
-	if (!(c->flags & CF_HANDED_OFF))
-		atomic_fetch_sub(&w->b->listener_conns[c->listener], 1);
-	c->flags |= CF_CLOSE_DONE;
-	if (c->refs)
-		return; /* a thread-pool request still points here; conn_unref frees */
-	conn_free(c);
-}
 
 static void conn_free(conn *c)
 {
 	worker *w = c->w;
 	buf_free(&c->in);
 	buf_free(&c->out);
-	buf_free(&c->wbuf);
-	free(c->connect_copy);
 	if (c->alias_in) {
 		for (uint32_t i = 0; i <= (uint32_t)w->b->cfg->max_topic_alias; i++)
 			free(c->alias_in[i]);
@@ -132,12 +126,54 @@ static void conn_free(conn *c)
 	free(c);
 }
 
+/* Frees a closed connection once nothing refers to it any more. Returns
+ * true if it was freed. */
+static bool conn_maybe_free(conn *c)
+{
+	if (c->state != CONN_CLOSED || !(c->flags & CF_CLOSE_DONE) || c->refs ||
+	    (c->flags & CF_DIRTY))
+		return false;
+	conn_free(c);
+	return true;
+}
+
+bool conn_unref(conn *c)
+{
+	c->refs--;
+	if (conn_maybe_free(c))
+		return true;
+	return c->state == CONN_CLOSED;
+}
+
+static void on_close(uv_handle_t *h)
+{
+	conn *c = h->data;
+	worker *w = c->w;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->next = c->prev = NULL;
+	/* a handed-off socket now belongs to another worker */
+	if (!(c->flags & CF_HANDED_OFF)) {
+		close(c->fd);
+		atomic_fetch_sub(&w->b->listener_conns[c->listener], 1);
+	}
+	c->fd = -1;
+	STAT_ADD(w, connections, -1);
+	STAT_INC(w, conn_closed);
+	c->flags |= CF_CLOSE_DONE;
+	conn_maybe_free(c);
+}
+
 static void do_close(conn *c)
 {
 	if (c->state == CONN_CLOSED)
 		return;
 	c->state = CONN_CLOSED;
-	uv_close((uv_handle_t *)&c->tcp, on_close);
+	uv_close((uv_handle_t *)&c->poll, on_close);
 }
 
 static void detach_session(conn *c, uint8_t rc)
@@ -146,6 +182,10 @@ static void detach_session(conn *c, uint8_t rc)
 	if (c->s) {
 		session *s = c->s;
 		c->s = NULL;
+		/* Unlink both ways before the event: a session subscribed to its
+		 * own $SYS event must not have it written to this closing
+		 * connection. */
+		s->c = NULL;
 		sys_client_event(c->w, s, c, false, rc);
 		session_detach(s, rc, !c->will_suppress);
 	}
@@ -168,8 +208,9 @@ void conn_shutdown(conn *c, uint8_t rc, bool send_disc)
 	if (active && send_disc && c->version == MQTT_V5)
 		send_disconnect(c, rc, NULL);
 	c->state = CONN_CLOSING;
-	c->closing_since_ms = worker_now(c->w);
-	uv_read_stop((uv_stream_t *)&c->tcp);
+	c->since_ms = worker_now(c->w);
+	c->flags &= (uint8_t)~CF_READING;
+	update_poll(c);
 	conn_flush(c);
 }
 
@@ -199,7 +240,7 @@ void conn_protocol_error(conn *c, uint8_t rc, const char *why)
 
 static void mark_dirty(conn *c)
 {
-	c->flags &= (uint8_t)~CF_OUT_IDLE;
+	c->flags &= (uint16_t)~CF_OUT_IDLE;
 	if (c->flags & CF_DIRTY)
 		return;
 	c->flags |= CF_DIRTY;
@@ -212,11 +253,18 @@ uint8_t *conn_reserve(conn *c, size_t n)
 {
 	if (c->state == CONN_CLOSED)
 		return NULL;
-	if (buf_reserve(&c->out, n)) {
+	buf *o = &c->out;
+	/* reuse the room in front of unsent bytes before growing */
+	if (c->out_off && (size_t)o->cap - o->len < n) {
+		memmove(o->data, o->data + c->out_off, o->len - c->out_off);
+		o->len -= c->out_off;
+		c->out_off = 0;
+	}
+	if (buf_reserve(o, n)) {
 		conn_abort(c, MQTT_RC_UNSPECIFIED_ERROR);
 		return NULL;
 	}
-	return c->out.data + c->out.len;
+	return o->data + o->len;
 }
 
 void conn_commit(conn *c, size_t n)
@@ -237,65 +285,65 @@ int conn_send_packet(conn *c, const mqtt_packet *pkt)
 	return 0;
 }
 
-static void on_write(uv_write_t *req, int status)
-{
-	conn *c = req->data;
-	c->flags &= (uint8_t)~CF_WRITING;
-	if (c->state == CONN_CLOSED)
-		return;
-	if (status < 0) {
-		conn_abort(c, MQTT_RC_UNSPECIFIED_ERROR);
-		return;
-	}
-	STAT_ADD(c->w, bytes_out, c->wbuf.len);
-	c->wbuf.len = 0;
-	if (c->wbuf.cap > 256 * 1024)
-		buf_free(&c->wbuf);
-	/* room again: let queued messages flow */
-	if (c->s && c->state == CONN_ACTIVE)
-		session_pump(c->s);
-	conn_flush(c);
-}
-
 void conn_flush(conn *c)
 {
-	if (c->state == CONN_CLOSED || (c->flags & CF_WRITING))
+	if (c->state == CONN_CLOSED)
 		return;
-	if (c->out.len == 0) {
-		if (c->state == CONN_CLOSING)
-			do_close(c);
-		return;
-	}
-	uv_buf_t b = uv_buf_init((char *)c->out.data, c->out.len);
-	int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-	if (n == (int)c->out.len) {
+	size_t pending = c->out.len - c->out_off;
+	if (pending) {
+		ssize_t n;
+		do
+			n = send(c->fd, c->out.data + c->out_off, pending, MSG_NOSIGNAL | MSG_DONTWAIT);
+		while (n < 0 && errno == EINTR);
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK) {
+				conn_abort(c, MQTT_RC_UNSPECIFIED_ERROR);
+				return;
+			}
+			n = 0;
+		}
 		STAT_ADD(c->w, bytes_out, (uint64_t)n);
-		c->out.len = 0;
-		if (c->state == CONN_CLOSING)
-			do_close(c);
-		return;
+		c->out_off += (uint32_t)n;
+		if ((size_t)n < pending) {
+			/* the kernel is full: wait until the socket is writable */
+			if (!(c->flags & CF_WANT_WRITE)) {
+				c->flags |= CF_WANT_WRITE;
+				update_poll(c);
+			}
+			return;
+		}
+		c->out.len = c->out_off = 0;
+		/* An idle connection should own no buffer. A small one is cheap
+		 * to get again (the allocator's per-thread cache hands the same
+		 * chunk back); a large one belongs to a busy client and goes
+		 * when it stays quiet for a tick (conn_tick). */
+		if (c->out.cap <= 4096)
+			buf_free(&c->out);
 	}
-	if (n < 0 && n != UV_EAGAIN) {
-		conn_abort(c, MQTT_RC_UNSPECIFIED_ERROR);
-		return;
+	if (c->flags & CF_WANT_WRITE) {
+		c->flags &= (uint16_t)~CF_WANT_WRITE;
+		update_poll(c);
+		/* room again: let messages waiting for this reader flow */
+		if (c->s && c->state == CONN_ACTIVE) {
+			session_pump(c->s);
+			if (c->out.len) {
+				conn_flush(c);
+				return;
+			}
+		}
 	}
-	if (n < 0)
-		n = 0;
-	STAT_ADD(c->w, bytes_out, (uint64_t)n);
-	/* the kernel is full: hand the rest to uv_write and start a new out */
-	buf tmp = c->wbuf;
-	c->wbuf = c->out;
-	c->out = tmp;
-	c->out.len = 0;
-	buf_consume(&c->wbuf, (size_t)n);
-	b = uv_buf_init((char *)c->wbuf.data, c->wbuf.len);
-	c->wreq.data = c;
-	int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
-	if (rc) {
-		conn_abort(c, MQTT_RC_UNSPECIFIED_ERROR);
+	if (c->state == CONN_CLOSING)
+		do_close(c);
+}
+
+/* Called from the check phase for every connection on the dirty list. */
+void conn_flush_dirty(conn *c)
+{
+	c->flags &= (uint16_t)~CF_DIRTY;
+	c->dirty_next = NULL;
+	if (conn_maybe_free(c))
 		return;
-	}
-	c->flags |= CF_WRITING;
+	conn_flush(c);
 }
 
 /* ---------------------------------------------------------------- reading */
@@ -407,59 +455,83 @@ void conn_process_input(conn *c)
 		buf_free(&c->in);
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+/* Reads what the socket has and handles the whole packets in it. */
+static void do_read(conn *c)
 {
-	conn *c = h->data;
 	worker *w = c->w;
-	if (c->in.len == 0) {
-		*b = uv_buf_init((char *)w->readbuf, 64 * 1024);
-		return;
+	for (int i = 0; i < READS_PER_EVENT && (c->flags & CF_READING); i++) {
+		uint8_t *dst;
+		size_t room;
+		if (c->in.len == 0) {
+			dst = w->readbuf;
+			room = READBUF_SIZE;
+		} else {
+			/* an incomplete packet is pending: read the rest straight into it */
+			size_t want = 16 * 1024;
+			uint32_t plen = 0;
+			if (mqtt_frame(c->in.data, c->in.len, 0, &plen) == MQTT_FRAME_INCOMPLETE &&
+			    plen > c->in.len && plen - c->in.len > want)
+				want = plen - c->in.len;
+			if (want > 1024 * 1024)
+				want = 1024 * 1024;
+			if (buf_reserve(&c->in, want)) {
+				log_warning("out of memory reading from a client: closing it");
+				conn_abort(c, MQTT_RC_UNSPECIFIED_ERROR);
+				return;
+			}
+			dst = c->in.data + c->in.len;
+			room = c->in.cap - c->in.len;
+		}
+		ssize_t n = read(c->fd, dst, room);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				conn_abort(c, MQTT_RC_UNSPECIFIED_ERROR);
+			return;
+		}
+		if (n == 0) { /* EOF */
+			conn_abort(c, MQTT_RC_UNSPECIFIED_ERROR);
+			return;
+		}
+		STAT_ADD(w, bytes_in, (uint64_t)n);
+		if (dst == w->readbuf) {
+			size_t used = process(c, w->readbuf, (size_t)n);
+			if (c->state >= CONN_CLOSING)
+				return;
+			if (used < (size_t)n &&
+			    buf_append(&c->in, w->readbuf + used, (size_t)n - used)) {
+				conn_abort(c, MQTT_RC_UNSPECIFIED_ERROR);
+				return;
+			}
+		} else {
+			c->in.len += (uint32_t)n;
+			conn_process_input(c);
+			if (c->state >= CONN_CLOSING)
+				return;
+		}
+		if ((size_t)n < room)
+			return; /* drained */
 	}
-	/* an incomplete packet is pending: read the rest straight into it */
-	size_t want = 16 * 1024;
-	uint32_t plen = 0;
-	if (mqtt_frame(c->in.data, c->in.len, 0, &plen) == MQTT_FRAME_INCOMPLETE && plen > c->in.len &&
-	    plen - c->in.len > want)
-		want = plen - c->in.len;
-	if (want > 1024 * 1024)
-		want = 1024 * 1024;
-	if (buf_reserve(&c->in, want)) {
-		*b = uv_buf_init(NULL, 0); /* read_cb gets UV_ENOBUFS */
-		return;
-	}
-	*b = uv_buf_init((char *)c->in.data + c->in.len, c->in.cap - c->in.len);
 }
 
-static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
+static void on_poll(uv_poll_t *h, int status, int events)
 {
-	conn *c = st->data;
-	worker *w = c->w;
-	if (nread < 0) {
-		if (nread == UV_ENOBUFS)
-			log_warning("out of memory reading from a client: closing it");
-		conn_abort(c, nread == UV_EOF ? MQTT_RC_UNSPECIFIED_ERROR : MQTT_RC_UNSPECIFIED_ERROR);
+	conn *c = h->data;
+	if (status < 0) {
+		conn_abort(c, MQTT_RC_UNSPECIFIED_ERROR);
 		return;
 	}
-	if (nread == 0)
-		return;
-	STAT_ADD(w, bytes_in, (uint64_t)nread);
-	if ((uint8_t *)b->base == w->readbuf) {
-		size_t used = process(c, w->readbuf, (size_t)nread);
-		if (c->state >= CONN_CLOSING)
-			return;
-		if (used < (size_t)nread && buf_append(&c->in, w->readbuf + used, (size_t)nread - used))
-			conn_abort(c, MQTT_RC_UNSPECIFIED_ERROR);
-		return;
-	}
-	c->in.len += (uint32_t)nread;
-	conn_process_input(c);
+	if (events & UV_WRITABLE)
+		conn_flush(c);
+	if ((events & UV_READABLE) && c->state != CONN_CLOSED)
+		do_read(c);
 }
 
 int conn_start(conn *c, const uint8_t *pending, size_t len)
 {
-	int namelen = sizeof(c->peer);
-	uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &namelen);
-	uv_tcp_nodelay(&c->tcp, 1);
+	int one = 1;
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (len) {
 		if (buf_append(&c->in, pending, len))
 			return -1;
@@ -474,10 +546,15 @@ int conn_read_start(conn *c)
 {
 	if (c->state == CONN_CLOSED || c->state == CONN_CLOSING)
 		return 0;
-	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
-		return -1;
 	c->flags |= CF_READING;
+	update_poll(c);
 	return 0;
+}
+
+void conn_read_stop(conn *c)
+{
+	c->flags &= (uint16_t)~CF_READING;
+	update_poll(c);
 }
 
 void conn_tick(conn *c, uint64_t now)
@@ -486,7 +563,7 @@ void conn_tick(conn *c, uint64_t now)
 	switch (c->state) {
 	case CONN_NEW:
 	case CONN_AUTH:
-		if (now - c->created_ms > cfg->idle_timeout_ms) {
+		if (now - c->since_ms > cfg->idle_timeout_ms) {
 			STAT_INC(c->w, idle_timeouts);
 			conn_abort(c, MQTT_RC_MAXIMUM_CONNECT_TIME);
 		}
@@ -504,18 +581,16 @@ void conn_tick(conn *c, uint64_t now)
 			conn_shutdown(c, MQTT_RC_KEEP_ALIVE_TIMEOUT, true);
 			break;
 		}
-		/* give back buffers of connections with nothing to send */
-		if (!(c->flags & (CF_WRITING | CF_DIRTY)) && c->out.len == 0) {
-			if (c->flags & CF_OUT_IDLE) {
+		/* give back the output buffer of a connection with nothing to send */
+		if (!(c->flags & (CF_WANT_WRITE | CF_DIRTY)) && c->out.len == 0) {
+			if (c->flags & CF_OUT_IDLE)
 				buf_free(&c->out);
-				buf_free(&c->wbuf);
-			}
 			c->flags |= CF_OUT_IDLE;
 		}
 		break;
 	case CONN_CLOSING:
 		/* a peer that stopped reading must not keep us forever */
-		if (now - c->closing_since_ms > 5000)
+		if (now - c->since_ms > 5000)
 			do_close(c);
 		break;
 	default:

@@ -14,7 +14,6 @@
  *      resend in-flight messages and start delivering.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,55 +107,39 @@ static void hand_off(conn *c, const uint8_t *p, uint32_t len, unsigned owner)
 	worker *w = c->w;
 	size_t rest_len;
 	const uint8_t *rest = conn_rx_rest(&rest_len);
-	uv_os_fd_t fd;
-	handoff *ho = NULL;
-	inbox_item *it = NULL;
-	if (uv_fileno((uv_handle_t *)&c->tcp, &fd))
-		goto fail;
-	ho = malloc(sizeof(*ho) + len + rest_len);
-	it = calloc(1, sizeof(*it));
-	if (!ho || !it)
-		goto fail;
-	/* a duplicate survives uv_close (which unregisters and closes the
-	 * original) and is adopted by the owner's loop */
-	ho->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-	if (ho->fd < 0)
-		goto fail;
+	handoff *ho = malloc(sizeof(*ho) + len + rest_len);
+	inbox_item *it = calloc(1, sizeof(*it));
+	if (!ho || !it) {
+		free(ho);
+		free(it);
+		log_warning("cannot hand a connection over to worker %u: out of memory", owner);
+		conn_abort(c, MQTT_RC_SERVER_UNAVAILABLE);
+		return;
+	}
+	/* The socket itself moves: closing our poll handle unregisters it
+	 * from this loop (and, being handed off, does not close it). */
+	ho->fd = c->fd;
 	ho->listener = c->listener;
 	ho->peer = c->peer;
-	ho->created_ms = c->created_ms;
 	ho->len = (uint32_t)(len + rest_len);
 	memcpy(ho->data, p, len);
 	if (rest_len)
 		memcpy(ho->data + len, rest, rest_len);
 	it->kind = INBOX_HANDOFF;
 	it->ho = ho;
-	worker_post(w, owner, it);
-	STAT_INC(w, handoffs);
 	c->flags |= CF_HANDED_OFF;
 	conn_abort(c, MQTT_RC_SUCCESS);
-	return;
-fail:
-	free(ho);
-	free(it);
-	log_warning("cannot hand a connection over to worker %u: %s", owner, strerror(errno));
-	conn_abort(c, MQTT_RC_SERVER_UNAVAILABLE);
+	worker_post(w, owner, it);
+	STAT_INC(w, handoffs);
 }
 
 void handle_handoff(worker *w, handoff *ho)
 {
-	conn *c = conn_new(w, ho->listener);
+	/* the origin counted it against the listener; it still counts */
+	conn *c = conn_new(w, ho->fd, ho->listener);
 	if (!c) {
 		close(ho->fd);
-		free(ho);
-		return;
-	}
-	/* the origin counted it against the listener; it still counts */
-	if (uv_tcp_open(&c->tcp, ho->fd)) {
-		close(ho->fd);
-		c->flags |= CF_HANDED_OFF;
-		atomic_fetch_sub(&w->b->listener_conns[c->listener], 1);
-		conn_abort(c, MQTT_RC_UNSPECIFIED_ERROR);
+		atomic_fetch_sub(&w->b->listener_conns[ho->listener], 1);
 		free(ho);
 		return;
 	}
@@ -217,22 +200,13 @@ int handle_connect(conn *c, const uint8_t *p, uint32_t len)
 			refuse(c, ck->version, MQTT_RC_BAD_USER_NAME_OR_PASSWORD, "password missing");
 			return -1;
 		}
-		/* keep the packet: the decoded slices point into a read buffer
-		 * that will be reused before the check finishes */
-		c->connect_copy = malloc(len);
-		if (!c->connect_copy) {
-			refuse(c, ck->version, MQTT_RC_SERVER_UNAVAILABLE, "out of memory");
-			return -1;
-		}
-		memcpy(c->connect_copy, p, len);
-		c->connect_len = len;
-		if (authz_check_password_async(c, ck) == 0) {
+		/* the check copies the packet: the decoded slices point into a
+		 * read buffer that is reused before the check finishes */
+		if (authz_check_password_async(c, ck, p, len) == 0) {
 			c->state = CONN_AUTH;
-			uv_read_stop((uv_stream_t *)&c->tcp);
+			conn_read_stop(c);
 			return -1;
 		}
-		free(c->connect_copy);
-		c->connect_copy = NULL;
 		refuse(c, ck->version, MQTT_RC_SERVER_UNAVAILABLE, "cannot start password check");
 		return -1;
 	}
@@ -244,16 +218,12 @@ int handle_connect(conn *c, const uint8_t *p, uint32_t len)
 		refuse(c, ck->version, MQTT_RC_NOT_AUTHORIZED, "anonymous clients not allowed");
 		return -1;
 	}
-	c->auth_ok = 1;
 	finish(c, ck);
 	return c->state == CONN_ACTIVE ? 0 : -1;
 }
 
-void connect_auth_done(conn *c)
+void connect_auth_done(conn *c, uint8_t *copy, uint32_t len, bool ok)
 {
-	uint8_t *copy = c->connect_copy;
-	uint32_t len = c->connect_len;
-	c->connect_copy = NULL;
 	if (c->state != CONN_AUTH) {
 		free(copy);
 		return;
@@ -265,7 +235,7 @@ void connect_auth_done(conn *c)
 		return;
 	}
 	c->state = CONN_NEW;
-	if (!c->auth_ok) {
+	if (!ok) {
 		STAT_INC(c->w, auth_failures);
 		refuse(c, pkt.u.connect.version, MQTT_RC_BAD_USER_NAME_OR_PASSWORD,
 		       "bad user name or password");
@@ -373,10 +343,10 @@ static void finish(conn *c, const mqtt_connect *ck)
 		/* takeover: the old connection goes, with DISCONNECT 0x8E for v5 */
 		conn *old = s->c;
 		STAT_INC(w, takeovers);
+		session_detach_for_takeover(s, ck->clean_start);
 		/* the old connection ends here (its close later finds no session):
 		 * report it, so $SYS connected/disconnected events stay paired */
 		sys_client_event(w, s, old, false, MQTT_RC_SESSION_TAKEN_OVER);
-		session_detach_for_takeover(s, ck->clean_start);
 		old->will_suppress = true;
 		conn_shutdown(old, MQTT_RC_SESSION_TAKEN_OVER, true);
 	}

@@ -3,19 +3,25 @@
  *
  * Every worker binds its own socket to each listener address with
  * SO_REUSEPORT, so the kernel balances new connections across workers with no
- * accept lock and no cross-thread hand-off of fresh sockets. libuv 1.44 has
- * no flag for SO_REUSEPORT, so the socket is made here and given to libuv
- * with uv_tcp_open.
+ * accept lock and no cross-thread hand-off of fresh sockets. The socket is
+ * watched with a uv_poll_t and accepted with accept4(2) straight into a
+ * non-blocking descriptor that conn.c owns; up to ACCEPTS_PER_EVENT per
+ * wake-up so a connection storm cannot monopolise the loop. When the process
+ * runs out of descriptors (EMFILE), accepting pauses for a moment instead of
+ * spinning on a socket that stays readable.
  */
 #include <errno.h>
 #include <netdb.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "broker/broker.h"
 #include "util/log.h"
+
+#define ACCEPTS_PER_EVENT 64
+#define EMFILE_PAUSE_MS 200
 
 static int open_socket(const listener_cfg *l, char *err, size_t errlen)
 {
@@ -41,7 +47,7 @@ static int open_socket(const listener_cfg *l, char *err, size_t errlen)
 		int zero = 0; /* "[::]" also serves IPv4, as people expect */
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
 	}
-	if (bind(fd, res->ai_addr, res->ai_addrlen))
+	if (bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, (int)l->backlog))
 		goto fail;
 	freeaddrinfo(res);
 	return fd;
@@ -54,47 +60,76 @@ fail:
 	return -1;
 }
 
-static void on_connection(uv_stream_t *server, int status)
+static const listener_cfg *cfg_of(const worker *w, unsigned idx)
 {
-	worker *w = server->loop->data;
-	uint8_t idx = (uint8_t)(uintptr_t)server->data;
-	if (status < 0) {
-		static log_ratelimit rl;
-		log_ratelimited(&rl, 10000, LOG_WARNING, "accept failed: %s", uv_strerror(status));
-		return;
-	}
-	conn *c = conn_new(w, idx);
-	if (!c) {
-		/* out of memory: accept and drop, or the kernel keeps waking us */
-		uv_os_fd_t lfd;
-		if (uv_fileno((uv_handle_t *)server, &lfd) == 0) {
-			int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-			if (fd >= 0)
-				close(fd);
-		}
-		STAT_INC(w, conn_refused);
-		return;
-	}
-	if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
-		conn_abort(c, MQTT_RC_UNSPECIFIED_ERROR);
-		return;
-	}
 	const listener_cfg *l = w->b->cfg->listeners;
 	for (unsigned i = 0; l && i < idx; i++)
 		l = l->next;
-	int64_t n = atomic_fetch_add(&w->b->listener_conns[idx], 1) + 1;
+	return l;
+}
+
+static void on_accept(uv_poll_t *h, int status, int events);
+
+static void on_retry(uv_timer_t *t)
+{
+	listener *ls = t->data;
+	if (ls->open)
+		uv_poll_start(&ls->poll, UV_READABLE, on_accept);
+}
+
+static void accept_one(worker *w, listener *ls, int fd, const peer_addr *peer)
+{
+	const listener_cfg *l = cfg_of(w, ls->idx);
+	int64_t n = atomic_fetch_add(&w->b->listener_conns[ls->idx], 1) + 1;
 	if (l && n > l->max_connections) {
 		static log_ratelimit rl;
 		log_ratelimited(&rl, 10000, LOG_WARNING,
 		                "listener %s: connection limit %lld reached, refusing connections",
 		                l->name, (long long)l->max_connections);
+		atomic_fetch_sub(&w->b->listener_conns[ls->idx], 1);
 		STAT_INC(w, conn_refused);
-		conn_abort(c, MQTT_RC_QUOTA_EXCEEDED);
+		close(fd);
 		return;
 	}
+	conn *c = conn_new(w, fd, ls->idx);
+	if (!c) {
+		atomic_fetch_sub(&w->b->listener_conns[ls->idx], 1);
+		STAT_INC(w, conn_refused);
+		close(fd);
+		return;
+	}
+	c->peer = *peer;
 	STAT_INC(w, conn_accepted);
 	if (conn_start(c, NULL, 0))
 		conn_abort(c, MQTT_RC_UNSPECIFIED_ERROR);
+}
+
+static void on_accept(uv_poll_t *h, int status, int events)
+{
+	listener *ls = h->data;
+	worker *w = h->loop->data;
+	for (int i = 0; i < ACCEPTS_PER_EVENT; i++) {
+		peer_addr peer;
+		socklen_t len = sizeof(peer);
+		memset(&peer, 0, sizeof(peer));
+		int fd = accept4(ls->fd, &peer.sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0) {
+			accept_one(w, ls, fd, &peer);
+			continue;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			static log_ratelimit rl;
+			log_ratelimited(&rl, 10000, LOG_WARNING,
+			                "cannot accept connections: %s (raise the open files limit, "
+			                "ulimit -n)",
+			                strerror(errno));
+			uv_poll_stop(&ls->poll);
+			uv_timer_start(&ls->retry, on_retry, EMFILE_PAUSE_MS, 0);
+		}
+		return; /* EAGAIN: nothing more to accept */
+	}
 }
 
 int listeners_open(worker *w)
@@ -102,7 +137,7 @@ int listeners_open(worker *w)
 	unsigned n = 0;
 	for (listener_cfg *l = w->b->cfg->listeners; l; l = l->next)
 		n++;
-	w->listeners = calloc(n ? n : 1, sizeof(uv_tcp_t));
+	w->listeners = calloc(n ? n : 1, sizeof(listener));
 	if (!w->listeners)
 		return -1;
 	unsigned i = 0;
@@ -113,19 +148,19 @@ int listeners_open(worker *w)
 			log_error("listener %s: %s", l->name, err);
 			return -1;
 		}
-		uv_tcp_t *t = &w->listeners[i];
-		uv_tcp_init(&w->loop, t);
-		t->data = (void *)(uintptr_t)i;
-		int rc = uv_tcp_open(t, fd);
-		if (rc == 0)
-			rc = uv_listen((uv_stream_t *)t, (int)l->backlog, on_connection);
-		if (rc) {
-			log_error("listener %s: cannot listen on %s:%u: %s", l->name, l->addr.host,
-			          l->addr.port, uv_strerror(rc));
-			w->nlisteners = i + 1;
+		listener *ls = &w->listeners[i];
+		ls->fd = fd;
+		ls->idx = (uint8_t)i;
+		if (uv_poll_init(&w->loop, &ls->poll, fd)) {
+			close(fd);
 			return -1;
 		}
+		ls->poll.data = ls;
+		uv_timer_init(&w->loop, &ls->retry);
+		ls->retry.data = ls;
+		ls->open = true;
 		w->nlisteners = i + 1;
+		uv_poll_start(&ls->poll, UV_READABLE, on_accept);
 		if (w->id == 0)
 			log_notice("listener %s on %s:%u", l->name, l->addr.host[0] ? l->addr.host : "*",
 			           l->addr.port);
@@ -133,9 +168,21 @@ int listeners_open(worker *w)
 	return 0;
 }
 
+static void listener_closed(uv_handle_t *h)
+{
+	listener *ls = h->data;
+	close(ls->fd);
+	ls->fd = -1;
+}
+
 void listeners_close(worker *w)
 {
-	for (unsigned i = 0; i < w->nlisteners; i++)
-		if (!uv_is_closing((uv_handle_t *)&w->listeners[i]))
-			uv_close((uv_handle_t *)&w->listeners[i], NULL);
+	for (unsigned i = 0; i < w->nlisteners; i++) {
+		listener *ls = &w->listeners[i];
+		if (!ls->open)
+			continue;
+		ls->open = false;
+		uv_close((uv_handle_t *)&ls->retry, NULL);
+		uv_close((uv_handle_t *)&ls->poll, listener_closed);
+	}
 }

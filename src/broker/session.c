@@ -238,7 +238,6 @@ void session_detach(session *s, uint8_t rc, bool publish_will)
 {
 	worker *w = s->w;
 	s->c = NULL;
-	s->offline_since_ms = clock_wall_ms();
 	set_members_online(s, false);
 	/* everything in flight was sent at least once: DUP when resent */
 	for (uint32_t i = 0; i < s->inflight.n; i++)
@@ -321,7 +320,6 @@ static void enqueue(session *s, delivery *d)
 	worker *w = s->w;
 	const broker_config *cfg = w->b->cfg;
 	if (s->queue.n >= (uint64_t)cfg->max_mqueue_len) {
-		s->dropped++;
 		count_drop(w, &w->st.dropped_queue_full);
 		if (cfg->mqueue_drop == MQUEUE_DROP_NEWEST) {
 			dlv_release(d);

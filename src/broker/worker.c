@@ -22,7 +22,6 @@
 #include "util/clock.h"
 #include "util/log.h"
 
-#define READBUF_SIZE (64 * 1024)
 
 static hm_key session_key(const void *v)
 {
@@ -170,9 +169,7 @@ static void on_check(uv_check_t *h)
 	w->dirty = NULL;
 	while (c) {
 		conn *next = c->dirty_next;
-		c->dirty_next = NULL;
-		c->flags &= (uint8_t)~CF_DIRTY;
-		conn_flush(c);
+		conn_flush_dirty(c);
 		c = next;
 	}
 	if (w->ob_pending)
