@@ -125,9 +125,9 @@ static int check_config(broker_config *cfg, cfg_errors *errs)
 	for (listener_cfg *l = cfg->listeners; l; l = l->next) {
 		if (!l->addr.set) {
 			cfg_errorf(errs, NULL, 0, NULL,
-			           "listener.tcp.%s has options but no address (add listener.tcp.%s = "
+			           "%s%slistener.tcp.%s has options but no address (add listener.tcp.%s = "
 			           "host:port)",
-			           l->name, l->name);
+			           l->where, l->where[0] ? ": " : "", l->name, l->name);
 			bad = -1;
 		}
 	}

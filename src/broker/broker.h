@@ -66,6 +66,7 @@ struct session;
 typedef struct listener_cfg {
 	struct listener_cfg *next;
 	char name[64];
+	char where[192]; /* "file:line" of its first key, for later errors */
 	cfg_addr addr;
 	int64_t max_connections;
 	int64_t backlog;

@@ -42,7 +42,8 @@ static const cfg_key log_keys[] = {
 	 "Append log lines to this file instead of standard error. Empty: standard error."},
 };
 
-static listener_cfg *listener_get(broker_config *cfg, const char *name, char *err, size_t errlen)
+static listener_cfg *listener_get(broker_config *cfg, const char *name, const cfg_value *v,
+                                  char *err, size_t errlen)
 {
 	for (listener_cfg *l = cfg->listeners; l; l = l->next)
 		if (strcmp(l->name, name) == 0)
@@ -64,6 +65,8 @@ static listener_cfg *listener_get(broker_config *cfg, const char *name, char *er
 		return NULL;
 	}
 	snprintf(l->name, sizeof(l->name), "%s", name);
+	if (v && v->file)
+		snprintf(l->where, sizeof(l->where), "%s:%d", v->file, v->line);
 	l->max_connections = 1024000;
 	l->backlog = 1024;
 	/* append: listener order is configuration order */
@@ -77,7 +80,7 @@ static listener_cfg *listener_get(broker_config *cfg, const char *name, char *er
 static int set_listener_addr(void *target, const char *const *cap, int ncap, const cfg_value *v,
                              char *err, size_t errlen)
 {
-	listener_cfg *l = listener_get(target, cap[0], err, errlen);
+	listener_cfg *l = listener_get(target, cap[0], v, err, errlen);
 	if (!l)
 		return -1;
 	l->addr = v->v.addr;
@@ -88,7 +91,7 @@ static int set_listener_addr(void *target, const char *const *cap, int ncap, con
 static int set_listener_maxconn(void *target, const char *const *cap, int ncap,
                                 const cfg_value *v, char *err, size_t errlen)
 {
-	listener_cfg *l = listener_get(target, cap[0], err, errlen);
+	listener_cfg *l = listener_get(target, cap[0], v, err, errlen);
 	if (!l)
 		return -1;
 	l->max_connections = v->v.i;
@@ -98,7 +101,7 @@ static int set_listener_maxconn(void *target, const char *const *cap, int ncap,
 static int set_listener_backlog(void *target, const char *const *cap, int ncap, const cfg_value *v,
                                 char *err, size_t errlen)
 {
-	listener_cfg *l = listener_get(target, cap[0], err, errlen);
+	listener_cfg *l = listener_get(target, cap[0], v, err, errlen);
 	if (!l)
 		return -1;
 	l->backlog = v->v.i;
@@ -239,7 +242,7 @@ int broker_config_register(cfg_registry *r, broker_config *cfg)
 int broker_config_default_listener(broker_config *cfg)
 {
 	char err[128];
-	listener_cfg *l = listener_get(cfg, "default", err, sizeof(err));
+	listener_cfg *l = listener_get(cfg, "default", NULL, err, sizeof(err));
 	if (!l)
 		return -1;
 	cfg_parse_addr("0.0.0.0:1883", &l->addr);

@@ -1377,6 +1377,8 @@ static void apply(struct load *ld, struct row *row, const char *const *caps, int
 	}
 	if (k->set) {
 		msg[0] = '\0';
+		v.file = file;
+		v.line = line;
 		if (k->set(t->target, caps, ncap, &v, msg, sizeof(msg))) {
 			msg[sizeof(msg) - 1] = '\0';
 			lerr(ld, file, line, key, "%s", msg[0] ? msg : "invalid value");

@@ -89,6 +89,8 @@ typedef struct cfg_addr {
 typedef struct cfg_value {
 	cfg_type type;
 	const char *text; /* the raw text after quote removal */
+	const char *file; /* where it was set, for callbacks that report errors */
+	int line;         /* later (cross-key checks); valid during the call only */
 	union {
 		bool b;
 		int64_t i;

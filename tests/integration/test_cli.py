@@ -107,7 +107,9 @@ def test_listener_options_without_address(tmpdir_path):
                  "listener.tcp.extra.max_connections = 5\n")
     p = run("--check-config", "-c", conf)
     assert p.returncode == 2
-    assert re.search(r"listener\.tcp\.extra\b.*no address", p.stderr), p.stderr
+    # the error names where the listener's options were given: file:line
+    assert re.search(re.escape(conf) + r":2: listener\.tcp\.extra\b.*no address", p.stderr), \
+        p.stderr
     # with the address it is fine, wherever it appears
     write(conf, "listener.tcp.extra.max_connections = 5\nlistener.tcp.extra = 127.0.0.1:1884\n")
     assert run("--check-config", "-c", conf).returncode == 0
