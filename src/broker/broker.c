@@ -129,6 +129,16 @@ static void on_signal(uv_signal_t *h, int sig)
 int broker_run(broker *b)
 {
 	unsigned started = 0;
+	/* Handlers first: the listeners accept clients as soon as the workers
+	 * start, and a SIGTERM from then on must mean a clean shutdown (it is
+	 * queued until uv_run below), not the default action. */
+	uv_signal_init(&b->main_loop, &b->sigterm);
+	uv_signal_init(&b->main_loop, &b->sigint);
+	uv_signal_init(&b->main_loop, &b->sighup);
+	b->sigterm.data = b->sigint.data = b->sighup.data = b;
+	uv_signal_start(&b->sigterm, on_signal, SIGTERM);
+	uv_signal_start(&b->sigint, on_signal, SIGINT);
+	uv_signal_start(&b->sighup, on_signal, SIGHUP);
 	for (; started < b->nworkers; started++)
 		if (worker_start(&b->workers[started]))
 			break;
@@ -145,13 +155,6 @@ int broker_run(broker *b)
 			pthread_join(b->workers[i].thread, NULL);
 		return 1;
 	}
-	uv_signal_init(&b->main_loop, &b->sigterm);
-	uv_signal_init(&b->main_loop, &b->sigint);
-	uv_signal_init(&b->main_loop, &b->sighup);
-	b->sigterm.data = b->sigint.data = b->sighup.data = b;
-	uv_signal_start(&b->sigterm, on_signal, SIGTERM);
-	uv_signal_start(&b->sigint, on_signal, SIGINT);
-	uv_signal_start(&b->sighup, on_signal, SIGHUP);
 	sys_start(b);
 	log_notice("keepmq %s started: node %s, %u I/O workers", keepmq_version(),
 	           b->cfg->node_name, b->nworkers);

@@ -154,8 +154,9 @@ static const cfg_key mqtt_keys[] = {
 	 "If non-zero, MQTT 5 clients are told to use this keep-alive instead of their own "
 	 "(Server Keep Alive in CONNACK). 0: the client's value is used."},
 	{"mqtt.idle_timeout", CFG_DURATION, "15s", 100, HOUR, NULL, OFF(idle_timeout_ms), NULL, 0,
-	 "How long a new TCP connection may stay without sending a complete CONNECT before it is "
-	 "closed (protects against half-open and idle sockets)."},
+	 "How long a new TCP connection may take to be accepted as an MQTT client - to send a "
+	 "complete CONNECT and, with a password file, to have its password checked - before it is "
+	 "closed. Protects against half-open and idle sockets and a flooded password check."},
 	{"mqtt.max_subscriptions", CFG_INT, "10000", 1, 100000000, NULL, OFF(max_subscriptions),
 	 NULL, CFG_F_INFINITY,
 	 "Most subscriptions one client may hold. Further SUBSCRIBE entries are refused "
