@@ -112,7 +112,10 @@ for q in 0 1 2; do
 		done
 	done
 done
-ROWS+=("mem-idle-10k|idle|10000" "mem-idle-50k|idle|50000" "connrate|connrate|$CONNRATE_COUNT")
+# 19,000: the most this kind of machine allows (its open-files hard limit is
+# 20,000, and raising it needs a capability the container lacks); 50,000 runs
+# wherever the limit allows and is reported as skipped elsewhere.
+ROWS+=("mem-idle-10k|idle|10000" "mem-idle-19k|idle|19000" "mem-idle-50k|idle|50000" "connrate|connrate|$CONNRATE_COUNT")
 
 quick_row() {
 	case $1 in
