@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "auth/auth.h"
+#include "backends/registry.h"
 #include "broker/broker.h"
 #include "broker/version.h"
 #include "config/config.h"
@@ -174,7 +175,9 @@ int main(int argc, char **argv)
 	memset(&cfg, 0, sizeof(cfg));
 	cfg_registry *reg = cfg_registry_new();
 	static cfg_errors errs;
-	if (!reg || broker_config_register(reg, &cfg)) {
+	persist *bus = NULL;
+	if (!reg || broker_config_register(reg, &cfg) ||
+	    !(bus = persist_new(reg, keepmq_backends))) {
 		fprintf(stderr, "keepmq: cannot set up configuration\n");
 		goto out;
 	}
@@ -197,6 +200,7 @@ int main(int argc, char **argv)
 	}
 	cfg_check_required(reg, &errs);
 	check_config(&cfg, &errs);
+	persist_config_finish(bus, &errs);
 	if (errs.n) {
 		print_errors(&errs);
 		fprintf(stderr, "keepmq: configuration has errors; not starting\n");
@@ -217,7 +221,7 @@ int main(int argc, char **argv)
 	/* libuv writes with write(2): a closed peer must give EPIPE, not kill us */
 	signal(SIGPIPE, SIG_IGN);
 	broker b;
-	if (broker_init(&b, &cfg)) {
+	if (broker_init(&b, &cfg, persist_backend_count(bus) ? bus : NULL)) {
 		broker_free(&b);
 		rc = 1;
 		goto out;
@@ -225,6 +229,7 @@ int main(int argc, char **argv)
 	rc = broker_run(&b);
 	broker_free(&b);
 out:
+	persist_free(&bus);
 	if (reg) {
 		cfg_release(reg);
 		cfg_registry_free(&reg);

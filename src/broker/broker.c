@@ -20,6 +20,8 @@
 #include "util/log.h"
 
 #define STOP_DEADLINE_MS 10000
+/* How long queued backend jobs may take to be written at shutdown. */
+#define PERSIST_STOP_MS 10000
 
 static int load_auth(broker *b)
 {
@@ -46,10 +48,12 @@ static int load_auth(broker *b)
 	return 0;
 }
 
-int broker_init(broker *b, broker_config *cfg)
+int broker_init(broker *b, broker_config *cfg, persist *p)
 {
 	memset(b, 0, sizeof(*b));
 	b->cfg = cfg;
+	b->persist = p;
+	hooks_host_init(b);
 	b->started_ms = clock_wall_ms();
 	if (!cfg->listeners && broker_config_default_listener(cfg)) {
 		log_error("out of memory");
@@ -139,6 +143,15 @@ int broker_run(broker *b)
 	uv_signal_start(&b->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&b->sigint, on_signal, SIGINT);
 	uv_signal_start(&b->sighup, on_signal, SIGHUP);
+	/* the backends before the workers: the first client's events need them */
+	if (b->persist) {
+		char err[400] = "";
+		if (persist_start(b->persist, &b->phost, err, sizeof(err))) {
+			log_error("%s", err);
+			persist_stop(b->persist, 0);
+			return 1;
+		}
+	}
 	for (; started < b->nworkers; started++)
 		if (worker_start(&b->workers[started]))
 			break;
@@ -153,6 +166,7 @@ int broker_run(broker *b)
 		}
 		for (unsigned i = 0; i < started; i++)
 			pthread_join(b->workers[i].thread, NULL);
+		persist_stop(b->persist, 0);
 		return 1;
 	}
 	sys_start(b);
@@ -161,6 +175,13 @@ int broker_run(broker *b)
 	uv_run(&b->main_loop, UV_RUN_DEFAULT);
 	for (unsigned i = 0; i < b->nworkers; i++)
 		pthread_join(b->workers[i].thread, NULL);
+	/* what the clients' last events queued is written before we exit */
+	if (b->persist) {
+		uint64_t left = persist_pending(b->persist);
+		if (left)
+			log_notice("writing %llu queued backend jobs", (unsigned long long)left);
+		persist_stop(b->persist, PERSIST_STOP_MS);
+	}
 	log_notice("keepmq stopped");
 	return b->exit_code;
 }

@@ -51,6 +51,7 @@
 #include "broker/shared.h"
 #include "config/config.h"
 #include "mqtt/mqtt.h"
+#include "persist/persist.h"
 #include "util/buf.h"
 #include "util/hashmap.h"
 
@@ -162,7 +163,8 @@ enum inbox_kind {
 	INBOX_TARGETED = 2, /* deliver msg to session `cid` (shared subscription) */
 	INBOX_HANDOFF = 3,  /* adopt a connection whose client id we own */
 	INBOX_SHUTDOWN = 4, /* drain and stop */
-	INBOX_CALL = 5,     /* run fn(worker, arg) on the worker's thread */
+	INBOX_CALL = 5,     /* run fn(worker, arg) on the worker's thread; an item
+	                     * discarded unrun (shutdown) gets fn(NULL, arg) to free arg */
 };
 
 typedef union peer_addr {
@@ -232,6 +234,15 @@ typedef struct session_sub {
 	char full[]; /* the filter as the client sent it */
 } session_sub;
 
+/* A PUBACK/PUBREC waiting for sync-mode writes (hooks.c). */
+typedef struct ack_wait {
+	uint64_t seq;
+	uint32_t pending; /* jobs not yet committed */
+	uint16_t pid;
+	uint8_t type; /* MQTT_PUBACK or MQTT_PUBREC */
+	bool ok;
+} ack_wait;
+
 typedef struct rel_wait {
 	uint16_t pid;
 	uint64_t at_ms;
@@ -259,6 +270,12 @@ typedef struct session {
 	uint64_t will_due_ms;   /* loop time the delayed will is due; 0: none */
 	uint64_t expiry_due_ms; /* loop time the offline session expires; 0: never/online */
 	uint32_t match_epoch, match_idx;
+	uint64_t serial;   /* unique per worker: answers for an ended session are dropped */
+	ack_wait *ackq;    /* sync-mode acknowledgements, in PUBLISH order */
+	uint32_t ackq_n, ackq_cap;
+	uint64_t ack_seq;
+	uint32_t fetching;     /* on_message_fetch lookups running: live messages wait */
+	uint64_t fetch_due_ms; /* loop time after which they stop waiting */
 	uint32_t cid_len;
 	char client_id[]; /* NUL-terminated */
 } session;
@@ -281,6 +298,7 @@ enum conn_flags {
 	CF_READING = 1u << 4,      /* polling for readable */
 	CF_OUT_IDLE = 1u << 5,     /* no output since the last tick: the buffer may go */
 	CF_CLOSE_DONE = 1u << 6,   /* libuv's close callback has run */
+	CF_ACKQ_FULL = 1u << 7,    /* too many sync acknowledgements pending: not reading */
 };
 
 typedef struct conn {
@@ -336,6 +354,7 @@ typedef struct worker {
 	uint8_t *readbuf;
 	msgid_gen ids;
 	uint32_t match_epoch;
+	uint64_t next_serial;
 	struct match_scratch *scratch;
 	bool stopping;
 	worker_stats st;
@@ -354,6 +373,8 @@ typedef struct broker {
 	uint64_t started_ms; /* wall clock */
 	_Atomic int64_t listener_conns[256];
 	_Atomic bool stopping;
+	persist *persist;    /* the persistence framework (owned by main) */
+	persist_host phost;  /* its callbacks into the broker (hooks.c) */
 	uv_loop_t main_loop;
 	uv_signal_t sigterm, sigint, sighup;
 	uv_timer_t sys_timer;
@@ -363,7 +384,8 @@ typedef struct broker {
 } broker;
 
 /* broker.c */
-int broker_init(broker *b, broker_config *cfg);
+/* p (may be NULL) is the configured persistence bus; the caller owns it. */
+int broker_init(broker *b, broker_config *cfg, persist *p);
 /* Runs until SIGTERM/SIGINT; returns the process exit code. */
 int broker_run(broker *b);
 void broker_free(broker *b);
@@ -495,6 +517,11 @@ bool session_awaiting_has(session *s, uint16_t pid);
 int session_awaiting_add(session *s, uint16_t pid, uint64_t now_ms);
 bool session_awaiting_remove(session *s, uint16_t pid);
 void dq_free(dq *q);
+/* Stored messages answering an on_message_fetch for the subscription `filter`:
+ * delivered before anything queued since the lookup began, oldest first,
+ * skipping any already queued or in flight. Ends one fetch wait. */
+void session_deliver_fetched(session *s, const char *filter, uint32_t flen, kmq_msg **msgs,
+                             uint32_t n);
 
 /* route.c */
 /*
@@ -524,6 +551,21 @@ bool authz_may_receive(const session *s, mqtt_str topic);
 /* handle_connect.c */
 /* The password check of a CONNECT (a copy of its bytes) finished. Frees copy. */
 void connect_auth_done(conn *c, uint8_t *copy, uint32_t len, bool ok);
+
+/* hooks.c: events to the persistence framework, answers back */
+void hooks_host_init(broker *b);
+/* client.connected, client.disconnected, session.created (c may be NULL) */
+void hook_client_event(session *s, conn *c, int point);
+void hook_subscribed(session *s, mqtt_str full, uint8_t qos);
+void hook_unsubscribed(session *s, mqtt_str full);
+/* message.publish of a client's PUBLISH; sends (or, in sync mode, queues)
+ * its PUBACK/PUBREC. Returns 0, -1 if the connection was closed. */
+int hook_publish(conn *c, kmq_msg *m, uint16_t pid);
+void hook_will_published(worker *w, kmq_msg *m);
+void hook_delivered(session *s, kmq_msg *m, uint8_t qos);
+void hook_acked(session *s, kmq_msg *m);
+/* The connection went: pending sync acknowledgements are forgotten. */
+void hooks_session_offline(session *s);
 
 /* sys.c */
 void sys_start(broker *b);

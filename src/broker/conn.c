@@ -187,6 +187,7 @@ static void detach_session(conn *c, uint8_t rc)
 		 * connection. */
 		s->c = NULL;
 		sys_client_event(c->w, s, c, false, rc);
+		hook_client_event(s, c, HOOK_CLIENT_DISCONNECTED);
 		session_detach(s, rc, !c->will_suppress);
 	}
 }
@@ -580,6 +581,11 @@ void conn_tick(conn *c, uint64_t now)
 			}
 			conn_shutdown(c, MQTT_RC_KEEP_ALIVE_TIMEOUT, true);
 			break;
+		}
+		/* stored messages that are late stop holding live ones back */
+		if (c->s && c->s->fetching && now >= c->s->fetch_due_ms) {
+			c->s->fetching = 0;
+			session_pump(c->s);
 		}
 		/* give back the output buffer of a connection with nothing to send */
 		if (!(c->flags & (CF_WANT_WRITE | CF_DIRTY)) && c->out.len == 0) {

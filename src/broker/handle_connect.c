@@ -338,7 +338,7 @@ static void finish(conn *c, const mqtt_connect *ck)
 	uint32_t expiry = session_expiry_for(cfg, ck, &capped);
 
 	session *s = hm_get(&w->sessions, cid.p, cid.len);
-	bool present = false;
+	bool present = false, created = false;
 	if (s && s->c) {
 		/* takeover: the old connection goes, with DISCONNECT 0x8E for v5 */
 		conn *old = s->c;
@@ -347,6 +347,7 @@ static void finish(conn *c, const mqtt_connect *ck)
 		/* the old connection ends here (its close later finds no session):
 		 * report it, so $SYS connected/disconnected events stay paired */
 		sys_client_event(w, s, old, false, MQTT_RC_SESSION_TAKEN_OVER);
+		hook_client_event(s, old, HOOK_CLIENT_DISCONNECTED);
 		old->will_suppress = true;
 		conn_shutdown(old, MQTT_RC_SESSION_TAKEN_OVER, true);
 	}
@@ -358,6 +359,8 @@ static void finish(conn *c, const mqtt_connect *ck)
 		msg_unref(&will);
 		refuse(c, ck->version, MQTT_RC_SERVER_UNAVAILABLE, "out of memory");
 		return;
+	} else {
+		created = true;
 	}
 	bool was_persistent = s->persistent;
 	s->version = ck->version;
@@ -468,4 +471,7 @@ static void finish(conn *c, const mqtt_connect *ck)
 	}
 	session_attach(s, c);
 	sys_client_event(w, s, c, true, 0);
+	if (created)
+		hook_client_event(s, c, HOOK_SESSION_CREATED);
+	hook_client_event(s, c, HOOK_CLIENT_CONNECTED);
 }

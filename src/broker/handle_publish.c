@@ -154,12 +154,13 @@ int handle_publish(conn *c, const mqtt_packet *pkt)
 	}
 	msgid_next(&w->ids, mi.now_ms, msg->id);
 	broker_publish(w, msg);
-	msg_unref(&msg);
-	if (c->state != CONN_ACTIVE)
+	if (c->state != CONN_ACTIVE) {
+		msg_unref(&msg);
 		return -1;
-	if (pb->qos == 1)
-		send_ack(c, MQTT_PUBACK, pb->packet_id, 0);
-	else if (pb->qos == 2)
-		send_ack(c, MQTT_PUBREC, pb->packet_id, 0);
-	return 0;
+	}
+	/* message.publish rules, and the PUBACK/PUBREC (held back in sync mode
+	 * until the backend has committed) */
+	int rc = hook_publish(c, msg, pb->packet_id);
+	msg_unref(&msg);
+	return rc;
 }

@@ -129,6 +129,10 @@ int handle_subscribe(conn *c, const mqtt_packet *pkt)
 			continue;
 		route_retained(s, r->filter, r->options, sub_id);
 	}
+	/* rules (on_message_fetch, on_retain_lookup, raw actions) after SUBACK */
+	for (uint32_t k = 0; k < i && c->state == CONN_ACTIVE; k++)
+		if (rcs[k] < 0x80)
+			hook_subscribed(s, res[k].full, rcs[k]);
 out:
 	if (rcs != rcs_stack)
 		free(rcs);
@@ -151,9 +155,12 @@ int handle_unsubscribe(conn *c, const mqtt_packet *pkt)
 	mqtt_str full;
 	uint8_t opts;
 	uint32_t i = 0;
-	while (mqtt_sub_next(&it, &full, &opts))
-		rcs[i++] = session_unsubscribe(c->s, full) == 0 ? MQTT_RC_SUCCESS
-		                                                 : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+	while (mqtt_sub_next(&it, &full, &opts)) {
+		bool ok = session_unsubscribe(c->s, full) == 0;
+		rcs[i++] = ok ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+		if (ok)
+			hook_unsubscribed(c->s, full);
+	}
 	int rc = send_suback(c, MQTT_UNSUBACK, sb->packet_id, rcs, i);
 	if (rcs != rcs_stack)
 		free(rcs);

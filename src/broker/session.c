@@ -113,6 +113,7 @@ session *session_new(worker *w, mqtt_str cid)
 	if (!s)
 		return NULL;
 	s->w = w;
+	s->serial = ++w->next_serial;
 	s->cid_len = cid.len;
 	memcpy(s->client_id, cid.p, cid.len);
 	hm_init(&s->subs, sub_key);
@@ -143,6 +144,7 @@ void session_publish_will(session *s)
 	s->will = NULL;
 	s->will_due_ms = 0;
 	/* the will gets a fresh time: its expiry counts from publication */
+	hook_will_published(s->w, will);
 	broker_publish(s->w, will);
 	msg_unref(&will);
 }
@@ -164,6 +166,7 @@ void session_destroy(session **sp)
 	dq_free(&s->queue);
 	dq_free(&s->inflight);
 	free(s->awaiting);
+	free(s->ackq);
 	free(s->username);
 	hm_remove(&w->sessions, s->client_id, s->cid_len);
 	STAT_ADD(w, sessions, -1);
@@ -238,6 +241,7 @@ void session_detach(session *s, uint8_t rc, bool publish_will)
 {
 	worker *w = s->w;
 	s->c = NULL;
+	hooks_session_offline(s);
 	set_members_online(s, false);
 	/* everything in flight was sent at least once: DUP when resent */
 	for (uint32_t i = 0; i < s->inflight.n; i++)
@@ -267,6 +271,7 @@ void session_detach_for_takeover(session *s, bool clean_start)
 	if (s->c)
 		s->c->s = NULL;
 	s->c = NULL;
+	hooks_session_offline(s);
 	set_members_online(s, false);
 	for (uint32_t i = 0; i < s->inflight.n; i++)
 		dq_at(&s->inflight, i)->flags |= DLV_DUP;
@@ -345,6 +350,8 @@ static void send_inflight(session *s, delivery *d)
 	}
 	delivery *in = dq_at(&s->inflight, s->inflight.n - 1);
 	int r = send_publish(s->c, in);
+	if (r == 0)
+		hook_delivered(s, in->msg, in->qos);
 	if (r == 1) {
 		/* larger than the client accepts: discarded, and as the spec
 		 * says, treated as if it had been delivered */
@@ -356,9 +363,22 @@ static void send_inflight(session *s, delivery *d)
 
 static void send_qos0(session *s, delivery *d)
 {
-	if (send_publish(s->c, d) == 1)
+	int r = send_publish(s->c, d);
+	if (r == 0)
+		hook_delivered(s, d->msg, 0);
+	else if (r == 1)
 		count_drop(s->w, &s->w->st.dropped_too_large);
 	dlv_release(d);
+}
+
+/* A fetch that takes too long stops holding live messages back. */
+static bool fetch_wait_over(session *s)
+{
+	if (worker_now(s->w) < s->fetch_due_ms)
+		return false;
+	log_debug("client %s: stored messages are late; delivering live ones", s->client_id);
+	s->fetching = 0;
+	return true;
 }
 
 static bool slow_reader(const session *s)
@@ -398,7 +418,12 @@ void session_deliver(session *s, kmq_msg *msg, uint8_t qos, uint8_t flags, const
 		return;
 	}
 	/* more in flight than the window: some wait to be resent (see
-	 * send_unsent_inflight), and nothing may overtake them */
+	 * send_unsent_inflight), and nothing may overtake them; nor may a live
+	 * message overtake stored ones being fetched */
+	if (s->fetching && !fetch_wait_over(s)) {
+		enqueue(s, &d);
+		return;
+	}
 	if (s->queue.n || s->inflight.n > s->window) {
 		enqueue(s, &d);
 		return;
@@ -422,6 +447,8 @@ void session_pump(session *s)
 {
 	conn *c = s->c;
 	if (!c || c->state != CONN_ACTIVE)
+		return;
+	if (s->fetching && !fetch_wait_over(s))
 		return;
 	uint64_t now = 0;
 	while (s->queue.n && s->inflight.n <= s->window) {
@@ -503,6 +530,7 @@ int session_ack(session *s, uint16_t pid, uint8_t type, uint8_t rc)
 	case MQTT_PUBACK:
 		if (!found || d->qos != 1)
 			return -1;
+		hook_acked(s, d->msg);
 		break;
 	case MQTT_PUBREC:
 		if (!found || d->qos != 2 || (d->flags & DLV_PUBREL)) {
@@ -513,6 +541,8 @@ int session_ack(session *s, uint16_t pid, uint8_t type, uint8_t rc)
 			return found ? 0 : -1;
 		}
 		if (rc < 0x80) {
+			/* as the original: message.acked on PUBREC for QoS 2 */
+			hook_acked(s, d->msg);
 			d->flags |= DLV_PUBREL;
 			if (s->c)
 				send_ack(s->c, MQTT_PUBREL, pid, 0);
@@ -689,4 +719,58 @@ void session_unsubscribe_all(session *s)
 		hm_remove(&s->subs, sub->full, sub->len);
 		sub_remove(s, sub);
 	}
+}
+
+/* ---------------------------------------------------------------- fetched messages */
+
+static bool has_msg(dq *q, const uint8_t id[16])
+{
+	for (uint32_t i = 0; i < q->n; i++)
+		if (memcmp(dq_at(q, i)->msg->id, id, 16) == 0)
+			return true;
+	return false;
+}
+
+void session_deliver_fetched(session *s, const char *filter, uint32_t flen, kmq_msg **msgs,
+                             uint32_t n)
+{
+	worker *w = s->w;
+	if (s->fetching)
+		s->fetching--;
+	session_sub *sub = hm_get(&s->subs, filter, flen);
+	if (sub && n) {
+		/* the fetched messages first, then what queued while we waited */
+		dq old = s->queue;
+		memset(&s->queue, 0, sizeof(s->queue));
+		uint8_t sq = sub->options & MQTT_SUBOPT_QOS_MASK;
+		uint64_t now = clock_wall_ms();
+		for (uint32_t i = 0; i < n; i++) {
+			kmq_msg *m = msgs[i];
+			bool zero = true;
+			for (int k = 0; k < 16 && zero; k++)
+				zero = m->id[k] == 0;
+			if (!zero && (has_msg(&old, m->id) || has_msg(&s->inflight, m->id)))
+				continue; /* already on its way */
+			if (msg_expired(m, now))
+				continue;
+			if ((sub->options & SUBOPT_ACL_CHECK) && !authz_may_receive(s, m->topic))
+				continue;
+			uint8_t flags = 0;
+			if ((sub->options & MQTT_SUBOPT_RETAIN_AS_PUBLISHED) && (m->flags & MSG_F_RETAIN))
+				flags |= DLV_RETAIN;
+			delivery d = {.msg = msg_ref(m), .qos = m->qos < sq ? m->qos : sq, .flags = flags,
+			              .sub_id = sub->sub_id};
+			if (d.qos == 0 && !s->c && !w->b->cfg->mqueue_store_qos0) {
+				dlv_release(&d);
+				continue;
+			}
+			enqueue(s, &d);
+		}
+		while (old.n) {
+			delivery d = dq_pop(&old);
+			enqueue(s, &d);
+		}
+		free(old.v);
+	}
+	session_pump(s);
 }

@@ -9,6 +9,7 @@
  */
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -53,6 +54,8 @@ void broker_stats_total(broker *b, worker_stats *out)
 
 static void publish_stats(worker *w, void *arg)
 {
+	if (!w)
+		return;
 	broker *b = w->b;
 	worker_stats t;
 	broker_stats_total(b, &t);
@@ -109,10 +112,20 @@ static void publish_stats(worker *w, void *arg)
 	PUB_U("metrics/connections/refused", T(conn_refused));
 #undef PUB_U
 #undef T
+	if (persist_backend_count(b->persist)) {
+		char *json = persist_metrics_json(b->persist);
+		if (json) {
+			snprintf(topic, sizeof(topic), "$SYS/brokers/%s/backends/metrics", b->cfg->node_name);
+			publish_text(w, topic, json, true);
+			free(json);
+		}
+	}
 }
 
 static void publish_static(worker *w, void *arg)
 {
+	if (!w)
+		return;
 	broker *b = w->b;
 	char topic[512];
 	publish_text(w, "$SYS/brokers", b->cfg->node_name, true);

@@ -93,6 +93,8 @@ static void flush_outboxes(worker *w)
 
 static void item_free(inbox_item *it)
 {
+	if (it->kind == INBOX_CALL && it->fn)
+		it->fn(NULL, it->arg); /* never run: let it free its argument */
 	msg_unref(&it->msg);
 	if (it->ho) {
 		if (it->ho->fd >= 0)
@@ -143,6 +145,7 @@ static void handle_item(worker *w, inbox_item *it)
 		break;
 	case INBOX_CALL:
 		it->fn(w, it->arg);
+		it->fn = NULL;
 		break;
 	}
 	item_free(it);

@@ -1,0 +1,11 @@
+/*
+ * registry.c - the backends compiled into this keepmq. Adding a database is
+ * adding its backend_type here; nothing in the broker changes.
+ */
+#include "backends/registry.h"
+#include "backends/sqlite/sqlite_be.h"
+
+const backend_type *const keepmq_backends[] = {
+	&sqlite_backend,
+	NULL,
+};

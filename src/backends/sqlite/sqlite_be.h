@@ -1,0 +1,15 @@
+/*
+ * sqlite_be.h - the SQLite backend's internals (dialect.c, sqlite.c).
+ */
+#ifndef KEEPMQ_SQLITE_BE_H
+#define KEEPMQ_SQLITE_BE_H
+
+#include "backends/sql/sql.h"
+
+extern const sql_dialect sqlite_dialect;
+extern const backend_type sqlite_backend;
+
+/* The schema (etc/sql/sqlite.sql, embedded at build time). */
+extern const char sqlite_schema_sql[];
+
+#endif

@@ -1,0 +1,107 @@
+/*
+ * internal.h - the framework's own structures (config.c, bus.c, pool.c).
+ * Backends see only persist.h.
+ */
+#ifndef KEEPMQ_PERSIST_INTERNAL_H
+#define KEEPMQ_PERSIST_INTERNAL_H
+
+#include <pthread.h>
+
+#include "persist/persist.h"
+
+enum delivery_mode { DELIVERY_ASYNC = 0, DELIVERY_SYNC = 1 };
+
+/* One connection of a pool: a thread with its own queue. */
+typedef struct pslot {
+	struct ppool *pool;
+	unsigned idx;
+	pthread_t thread;
+	bool started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pjob *head, *tail; /* queued, oldest first */
+	uint64_t n;        /* queued jobs */
+	uint64_t bytes;    /* queued bytes */
+	_Atomic uint64_t inflight; /* jobs taken and not finished */
+	bool stop;         /* set under mu */
+	uint64_t stop_deadline_ms;
+	_Atomic int state; /* enum pool_state */
+	pconn *conn;
+} pslot;
+
+enum pool_state { POOL_CONNECTING = 0, POOL_CONNECTED = 1, POOL_DISCONNECTED = 2 };
+
+typedef struct ppool {
+	struct ppool *next;
+	struct pbackend *be;
+	char name[64];
+	char *file; /* where its first key is (malloc'd) */
+	int line;
+	void *cfg;       /* the backend's pool struct (pool_cfg_size bytes) */
+	int64_t pool_size;
+	int64_t batch_size;
+	uint64_t batch_time_ms;
+	int64_t max_queue;          /* per connection, jobs */
+	uint64_t max_queue_bytes;   /* per connection */
+	uint64_t retry_max_ms;      /* longest backoff */
+	uint64_t health_ms;         /* health check interval */
+	bool used;                  /* referenced by a rule */
+	pslot *slots;
+	_Atomic uint64_t reconnects, batches, batch_jobs;
+} ppool;
+
+/* Rows registered per pool key need to know which key they set. */
+typedef struct pkey_target {
+	struct pbackend *be;
+	const cfg_key *inner; /* the backend's row: type, offset into pool cfg */
+	int common;           /* >= 0: a framework key (index), -1: the backend's */
+} pkey_target;
+
+typedef struct pbackend {
+	struct pbackend *next;
+	struct persist *bus;
+	const backend_type *type;
+	ppool *pools;
+	prule *rules; /* every rule of this backend (owned), any order */
+	size_t nrules, caprules;
+	prule **rule_vec;
+	/* global options */
+	int64_t max_returned_count;
+	uint64_t time_range_ms;
+	int delivery_mode;
+	/* config rows built for this backend (names are malloc'd) */
+	cfg_key *rows;
+	size_t nrows;
+	pkey_target *targets;
+	char *name_buf;
+} pbackend;
+
+struct persist {
+	pbackend *backends;
+	prule *at[HOOK__COUNT]; /* rules per hook point, backend order then <n> */
+	_Atomic uint32_t wants; /* bitmask of hook points with rules */
+	bool sync_publish;
+	uint32_t wants_filters; /* bitmask */
+	const persist_host *host;
+	bool started;
+	_Atomic uint64_t dropped_no_memory;
+};
+
+/* config.c */
+int persist_config_register(struct persist *p, cfg_registry *r, const backend_type *t);
+void persist_config_free(struct persist *p);
+
+/* pool.c */
+int pool_start(ppool *pl, const persist_host *host, char *err, size_t errlen);
+/* Queues a job on the slot for `hash`. Returns 0, or -1 if it could not be
+ * queued (the job is then freed and counted). */
+int pool_enqueue(ppool *pl, pjob *j, uint64_t hash);
+void pool_stop(ppool *pl, uint64_t timeout_ms);
+uint64_t pool_pending(ppool *pl);
+void pjob_free(pjob **j);
+/* The (empty) answer object of a lookup job. NULL on allocation failure. */
+presult *presult_for_job(const pjob *j);
+/* Called by the pool thread when a job is finished (ok or failed or dropped). */
+void persist_job_done(const persist_host *host, pjob *j, bool ok);
+
+#endif

@@ -1,0 +1,374 @@
+/*
+ * pool.c - the connections of a pool: one thread, one queue, one database
+ * connection each.
+ *
+ * A job is queued on the connection its client id hashes to, so one client's
+ * jobs run in order. The thread takes everything queued (up to batch_size,
+ * optionally waiting batch_time for more) and runs it as one batch. Jobs the
+ * backend marks PJOB_RETRY stay first in line: the thread waits (100 ms,
+ * doubling up to retry_max_backoff), reopens the connection if it broke, and
+ * runs them again before anything newer, so the order survives an outage.
+ * The queue is bounded in jobs and bytes; when full, the oldest queued job is
+ * dropped and counted (a sync-mode publisher waiting on it gets its answer).
+ *
+ * The queue lock is held only to link and unlink jobs; the database is never
+ * touched under it, so an I/O worker queueing a job never waits on a query.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "persist/internal.h"
+#include "util/clock.h"
+#include "util/log.h"
+
+#define CNT_ADD(f, n) atomic_fetch_add(&(f), (n))
+
+void pjob_free(pjob **jp)
+{
+	pjob *j = *jp;
+	if (!j)
+		return;
+	*jp = NULL;
+	msg_unref(&j->msg);
+	persist_result_free(&j->result);
+	free(j);
+}
+
+static void deadline_in(struct timespec *ts, uint64_t ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += (time_t)(ms / 1000);
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+/* Drops the oldest queued job of a full slot. Called with mu held. */
+static pjob *pop_oldest(pslot *s)
+{
+	pjob *j = s->head;
+	if (!j)
+		return NULL;
+	s->head = j->next;
+	if (!s->head)
+		s->tail = NULL;
+	j->next = NULL;
+	s->n--;
+	s->bytes -= j->size;
+	return j;
+}
+
+int pool_enqueue(ppool *pl, pjob *j, uint64_t hash)
+{
+	pslot *s = &pl->slots[hash % (uint64_t)pl->pool_size];
+	pjob *dropped = NULL, **dtail = &dropped;
+	j->enq_ms = clock_mono_ms();
+	pthread_mutex_lock(&s->mu);
+	if (s->stop) {
+		pthread_mutex_unlock(&s->mu);
+		CNT_ADD(((prule *)j->rule)->m.dropped_shutdown, 1);
+		persist_job_done(pl->be->bus->host, j, false);
+		pjob_free(&j);
+		return -1;
+	}
+	while (s->head && ((int64_t)s->n >= pl->max_queue || s->bytes + j->size > pl->max_queue_bytes)) {
+		pjob *old = pop_oldest(s);
+		*dtail = old;
+		dtail = &old->next;
+	}
+	j->next = NULL;
+	if (s->tail)
+		s->tail->next = j;
+	else
+		s->head = j;
+	s->tail = j;
+	s->n++;
+	s->bytes += j->size;
+	bool wake = s->n == 1 || (int64_t)s->n >= pl->batch_size;
+	pthread_mutex_unlock(&s->mu);
+	if (wake)
+		pthread_cond_signal(&s->cv);
+	while (dropped) {
+		pjob *next = dropped->next;
+		CNT_ADD(((prule *)dropped->rule)->m.dropped_queue_full, 1);
+		persist_job_done(pl->be->bus->host, dropped, false);
+		pjob_free(&dropped);
+		dropped = next;
+	}
+	return 0;
+}
+
+/* Waits ms (or until stop). Returns true if stopping. Called with mu held. */
+static bool wait_ms(pslot *s, uint64_t ms)
+{
+	struct timespec ts;
+	deadline_in(&ts, ms);
+	while (!s->stop) {
+		if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
+			break;
+	}
+	return s->stop;
+}
+
+static void finish(pslot *s, pjob *j, bool ok)
+{
+	prule *r = (prule *)j->rule;
+	if (ok)
+		CNT_ADD(r->m.success, 1);
+	else
+		CNT_ADD(r->m.failed, 1);
+	atomic_fetch_sub(&s->inflight, 1);
+	persist_job_done(s->pool->be->bus->host, j, ok);
+	pjob_free(&j);
+}
+
+static void close_conn(pslot *s)
+{
+	if (s->conn)
+		s->pool->be->type->close(&s->conn);
+	atomic_store(&s->state, POOL_DISCONNECTED);
+}
+
+static int open_conn(pslot *s, const persist_host *host)
+{
+	ppool *pl = s->pool;
+	char err[300] = "";
+	if (pl->be->type->open(pl->cfg, host, &s->conn, err, sizeof(err))) {
+		s->conn = NULL;
+		if (atomic_load(&s->state) != POOL_DISCONNECTED)
+			log_warning("backend %s %s: cannot connect: %s", pl->be->type->name, pl->name,
+			            err);
+		atomic_store(&s->state, POOL_DISCONNECTED);
+		return -1;
+	}
+	if (atomic_load(&s->state) == POOL_DISCONNECTED)
+		log_notice("backend %s %s: connected again", pl->be->type->name, pl->name);
+	atomic_store(&s->state, POOL_CONNECTED);
+	return 0;
+}
+
+static void *slot_main(void *arg)
+{
+	pslot *s = arg;
+	ppool *pl = s->pool;
+	const backend_type *t = pl->be->type;
+	const persist_host *host = pl->be->bus->host;
+	size_t cap = (size_t)pl->batch_size;
+	pjob **batch = malloc(cap * sizeof(*batch));
+	pjob *carry = NULL; /* jobs to retry, in order, before anything newer */
+	size_t ncarry = 0;
+	uint64_t backoff = 0;
+	uint64_t last_use = clock_mono_ms();
+	if (!batch)
+		return NULL;
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		/* wait for work */
+		while (!carry && !s->head && !s->stop) {
+			struct timespec ts;
+			deadline_in(&ts, pl->health_ms);
+			if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT) {
+				pthread_mutex_unlock(&s->mu);
+				if (s->conn && clock_mono_ms() - last_use >= pl->health_ms &&
+				    t->ping(s->conn)) {
+					log_warning("backend %s %s: health check failed; reconnecting",
+					            t->name, pl->name);
+					close_conn(s);
+				}
+				if (!s->conn)
+					open_conn(s, host);
+				last_use = clock_mono_ms();
+				pthread_mutex_lock(&s->mu);
+			}
+		}
+		if (s->stop && clock_mono_ms() >= s->stop_deadline_ms)
+			break;
+		if (!carry && !s->head)
+			break; /* stopping and drained */
+		/* let a batch fill for batch_time */
+		if (!carry && pl->batch_time_ms && (int64_t)s->n < pl->batch_size && !s->stop) {
+			uint64_t age = clock_mono_ms() - s->head->enq_ms;
+			if (age < pl->batch_time_ms)
+				wait_ms(s, pl->batch_time_ms - age);
+		}
+		/* the batch: retried jobs first, then new ones */
+		size_t n = 0;
+		while (carry && n < cap) {
+			batch[n++] = carry;
+			carry = carry->next;
+			ncarry--;
+		}
+		size_t taken = 0;
+		while (s->head && n < cap) {
+			pjob *j = pop_oldest(s);
+			batch[n++] = j;
+			taken++;
+		}
+		pthread_mutex_unlock(&s->mu);
+		for (size_t i = n - taken; i < n; i++) { /* the new ones */
+			CNT_ADD(((prule *)batch[i]->rule)->m.taken, 1);
+			atomic_fetch_add(&s->inflight, 1);
+		}
+		for (size_t i = 0; i < n; i++) {
+			batch[i]->status = PJOB_PENDING;
+			batch[i]->next = NULL;
+			if (batch[i]->rule->func && batch[i]->rule->func->kind == PFUNC_LOOKUP &&
+			    !batch[i]->result) {
+				batch[i]->result = presult_for_job(batch[i]);
+				if (!batch[i]->result)
+					batch[i]->status = PJOB_FAILED;
+			} else {
+				presult_clear(batch[i]->result); /* a retried lookup starts over */
+			}
+		}
+		int rc = -1;
+		if (s->conn || open_conn(s, host) == 0) {
+			rc = t->run_batch(s->conn, batch, n);
+			CNT_ADD(pl->batches, 1);
+			CNT_ADD(pl->batch_jobs, n);
+			last_use = clock_mono_ms();
+		}
+		/* settle: finished jobs leave, the rest are carried in order, ahead
+		 * of carried jobs that did not fit in this batch */
+		pjob *rest = carry, *ctail = NULL;
+		carry = NULL;
+		size_t nretry = 0;
+		for (size_t i = 0; i < n; i++) {
+			pjob *j = batch[i];
+			if (rc == 0 && j->status == PJOB_OK) {
+				finish(s, j, true);
+			} else if (j->status == PJOB_FAILED) {
+				finish(s, j, false);
+			} else {
+				CNT_ADD(((prule *)j->rule)->m.retried, 1);
+				j->next = NULL;
+				if (ctail)
+					ctail->next = j;
+				else
+					carry = j;
+				ctail = j;
+				nretry++;
+			}
+		}
+		if (ctail)
+			ctail->next = rest;
+		else
+			carry = rest;
+		ncarry += nretry;
+		if (rc != 0 && s->conn) {
+			log_warning("backend %s %s: connection failed; reconnecting", t->name, pl->name);
+			close_conn(s);
+		}
+		pthread_mutex_lock(&s->mu);
+		if (nretry) {
+			backoff = backoff ? backoff * 2 : 100;
+			if (backoff > pl->retry_max_ms)
+				backoff = pl->retry_max_ms;
+			if (s->stop && clock_mono_ms() + backoff > s->stop_deadline_ms)
+				break;
+			wait_ms(s, backoff);
+		} else {
+			backoff = 0;
+		}
+	}
+	/* stopping: what is left is dropped and counted */
+	pjob *left = s->head;
+	s->head = s->tail = NULL;
+	s->n = 0;
+	s->bytes = 0;
+	pthread_mutex_unlock(&s->mu);
+	while (carry) {
+		pjob *next = carry->next;
+		CNT_ADD(((prule *)carry->rule)->m.dropped_other, 1);
+		atomic_fetch_sub(&s->inflight, 1);
+		persist_job_done(host, carry, false);
+		pjob_free(&carry);
+		carry = next;
+	}
+	while (left) {
+		pjob *next = left->next;
+		CNT_ADD(((prule *)left->rule)->m.dropped_shutdown, 1);
+		persist_job_done(host, left, false);
+		pjob_free(&left);
+		left = next;
+	}
+	close_conn(s);
+	free(batch);
+	return NULL;
+}
+
+int pool_start(ppool *pl, const persist_host *host, char *err, size_t errlen)
+{
+	pl->slots = calloc((size_t)pl->pool_size, sizeof(pslot));
+	if (!pl->slots) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (int64_t i = 0; i < pl->pool_size; i++) {
+		pslot *s = &pl->slots[i];
+		s->pool = pl;
+		s->idx = (unsigned)i;
+		pthread_mutex_init(&s->mu, NULL);
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&s->cv, &ca);
+		pthread_condattr_destroy(&ca);
+		atomic_store(&s->state, POOL_CONNECTING);
+		/* connect now so configuration mistakes show at start-up; an
+		 * unreachable database is retried by the thread */
+		open_conn(s, host);
+		if (pthread_create(&s->thread, NULL, slot_main, s)) {
+			snprintf(err, errlen, "cannot start a thread");
+			return -1;
+		}
+		s->started = true;
+	}
+	return 0;
+}
+
+void pool_stop(ppool *pl, uint64_t timeout_ms)
+{
+	if (!pl->slots)
+		return;
+	uint64_t deadline = clock_mono_ms() + timeout_ms;
+	for (int64_t i = 0; i < pl->pool_size; i++) {
+		pslot *s = &pl->slots[i];
+		if (!s->started)
+			continue;
+		pthread_mutex_lock(&s->mu);
+		s->stop = true;
+		s->stop_deadline_ms = deadline;
+		pthread_mutex_unlock(&s->mu);
+		pthread_cond_signal(&s->cv);
+	}
+	for (int64_t i = 0; i < pl->pool_size; i++) {
+		pslot *s = &pl->slots[i];
+		if (!s->started)
+			continue;
+		pthread_join(s->thread, NULL);
+		s->started = false;
+		pthread_mutex_destroy(&s->mu);
+		pthread_cond_destroy(&s->cv);
+	}
+}
+
+uint64_t pool_pending(ppool *pl)
+{
+	uint64_t n = 0;
+	if (!pl->slots)
+		return 0;
+	for (int64_t i = 0; i < pl->pool_size; i++) {
+		pslot *s = &pl->slots[i];
+		pthread_mutex_lock(&s->mu);
+		n += s->n;
+		pthread_mutex_unlock(&s->mu);
+		n += atomic_load(&s->inflight);
+	}
+	return n;
+}
