@@ -170,3 +170,15 @@ def broker_factory(tmpdir_path):
 def broker(broker_factory):
     """A broker with default configuration (two I/O workers)."""
     return broker_factory(workers=2)
+
+
+# ---------------------------------------------------------------- persistence
+
+from persist_adapters import ADAPTERS  # noqa: E402
+
+
+@pytest.fixture(params=sorted(ADAPTERS))
+def store(request, tmpdir_path):
+    """A store adapter (persist_adapters.py): the shared persistence suite runs
+    once per backend that has one."""
+    return ADAPTERS[request.param](tmpdir_path)
