@@ -229,11 +229,12 @@ int main(int argc, char **argv)
 	rc = broker_run(&b);
 	broker_free(&b);
 out:
-	persist_free(&bus);
+	/* the registry's rows belong to the bus: release the registry first */
 	if (reg) {
 		cfg_release(reg);
 		cfg_registry_free(&reg);
 	}
+	persist_free(&bus);
 	broker_config_free(&cfg);
 	free(sets);
 	return rc;

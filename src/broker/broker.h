@@ -227,6 +227,7 @@ typedef struct dq {
 
 typedef struct session_sub {
 	shared_member *shared; /* non-NULL for $share/$queue subscriptions */
+	uint8_t *fetched;      /* highest message id delivered by a fetch (16 bytes), or NULL */
 	uint32_t sub_id;
 	uint8_t options;
 	uint16_t filter_off; /* start of the real filter within `full` (after $share/g/) */

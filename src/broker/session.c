@@ -696,6 +696,7 @@ static void sub_remove(session *s, session_sub *sub)
 		sync_count(w);
 	}
 	STAT_ADD(w, subscriptions, -1);
+	free(sub->fetched);
 	free(sub);
 }
 
@@ -722,6 +723,29 @@ void session_unsubscribe_all(session *s)
 }
 
 /* ---------------------------------------------------------------- fetched messages */
+
+typedef struct same_ctx {
+	const uint8_t *id;
+	bool found;
+} same_ctx;
+
+static void same_id(void *ctx, kmq_msg *m)
+{
+	same_ctx *c = ctx;
+	if (memcmp(m->id, c->id, 16) == 0)
+		c->found = true;
+}
+
+/* A stored copy of a retained message the broker itself holds: the
+ * subscriber got it as a retained message at SUBACK already. */
+static bool held_retained(session *s, const kmq_msg *m)
+{
+	if (!(m->flags & MSG_F_RETAIN))
+		return false;
+	same_ctx c = {m->id, false};
+	retain_match(&s->w->b->retained, m->topic, clock_wall_ms(), same_id, &c);
+	return c.found;
+}
 
 static bool has_msg(dq *q, const uint8_t id[16])
 {
@@ -751,6 +775,13 @@ void session_deliver_fetched(session *s, const char *filter, uint32_t flen, kmq_
 				zero = m->id[k] == 0;
 			if (!zero && (has_msg(&old, m->id) || has_msg(&s->inflight, m->id)))
 				continue; /* already on its way */
+			/* an earlier fetch for this filter (the client subscribed again,
+			 * or a stored subscription and its own SUBSCRIBE overlapped)
+			 * delivered everything up to its high-water mark */
+			if (!zero && sub->fetched && memcmp(m->id, sub->fetched, 16) <= 0)
+				continue;
+			if (held_retained(s, m))
+				continue;
 			if (msg_expired(m, now))
 				continue;
 			if ((sub->options & SUBOPT_ACL_CHECK) && !authz_may_receive(s, m->topic))
@@ -763,6 +794,12 @@ void session_deliver_fetched(session *s, const char *filter, uint32_t flen, kmq_
 			if (d.qos == 0 && !s->c && !w->b->cfg->mqueue_store_qos0) {
 				dlv_release(&d);
 				continue;
+			}
+			if (!zero) {
+				if (!sub->fetched)
+					sub->fetched = calloc(1, 16);
+				if (sub->fetched && memcmp(m->id, sub->fetched, 16) > 0)
+					memcpy(sub->fetched, m->id, 16);
 			}
 			enqueue(s, &d);
 		}

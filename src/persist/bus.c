@@ -151,7 +151,8 @@ static pjob *job_new(const prule *r, const hook_event *ev)
 	}
 #define COPY(dst, src)                                                                            \
 	do {                                                                                       \
-		memcpy(at, (src).p, (src).len);                                                    \
+		if ((src).len)                                                                     \
+			memcpy(at, (src).p, (src).len);                                            \
 		(dst) = (mqtt_str){at, (src).len};                                                 \
 		at += (src).len;                                                                   \
 	} while (0)
