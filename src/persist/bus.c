@@ -119,7 +119,7 @@ static bool rule_matches(const prule *r, const hook_event *ev)
 	return mqtt_topic_matches((mqtt_str){(const uint8_t *)r->topic, r->topic_len}, t);
 }
 
-static pjob *job_new(const prule *r, const hook_event *ev)
+pjob *pjob_build(const prule *r, const hook_event *ev)
 {
 	size_t fl = 0;
 	for (uint32_t i = 0; i < ev->nfilters; i++)
@@ -186,7 +186,7 @@ int persist_fire(persist *p, const hook_event *ev)
 			continue;
 		bool sync = ev->ack_seq && ev->point == HOOK_MESSAGE_PUBLISH &&
 		            r->be->delivery_mode == DELIVERY_SYNC;
-		pjob *j = job_new(r, ev);
+		pjob *j = pjob_build(r, ev);
 		if (!j) {
 			atomic_fetch_add(&p->dropped_no_memory, 1);
 			lost_sync |= sync;

@@ -52,6 +52,9 @@ enum {
 	PK_MAX_QUEUE_BYTES,
 	PK_RETRY_MAX,
 	PK_HEALTH,
+	PK_SPILL_DIR,
+	PK_SPILL_AFTER,
+	PK_MAX_SPILL,
 	PK__COUNT
 };
 
@@ -77,6 +80,16 @@ static const cfg_key common_pool_keys[PK__COUNT] = {
 	 "locked, full, read-only). Waits start at 100 ms and double up to this."},
 	{"health_check_interval", CFG_DURATION, "15s", 100, 3600000, NULL, 0, NULL, 0,
 	 "How often an idle connection is checked and, if broken, reopened."},
+	{"spill_dir", CFG_PATH, "data/spill", 0, 0, NULL, 0, NULL, 0,
+	 "Directory of the spill files: when more than `spill_after` jobs wait for a connection "
+	 "(the database is slow or away), the oldest are moved from memory to a file there, and "
+	 "written to the database from it, in order, when it is back. A spill file left by a "
+	 "previous run is replayed at start. Empty: never spill (memory only)."},
+	{"spill_after", CFG_INT, "10000", 1, 1000000000ll, NULL, 0, NULL, 0,
+	 "Jobs a connection keeps in memory before it spills the oldest to disk."},
+	{"max_spill_bytes", CFG_SIZE, "1GB", 1024 * 1024, 1024ll * 1024 * 1024 * 1024, NULL, 0, NULL,
+	 0, "Largest spill file per connection. When it is full, jobs stay in memory (bounded by "
+	    "`max_queue`, dropping the oldest)."},
 };
 
 static ppool *pool_get(pbackend *be, const char *name, const cfg_value *v, char *err,
@@ -115,6 +128,9 @@ static ppool *pool_get(pbackend *be, const char *name, const cfg_value *v, char 
 	pl->max_queue_bytes = 256ull * 1024 * 1024;
 	pl->retry_max_ms = 10000;
 	pl->health_ms = 15000;
+	pl->spill_dir = strdup("data/spill");
+	pl->spill_after = 10000;
+	pl->max_spill_bytes = 1024ull * 1024 * 1024;
 	/* the backend's own defaults */
 	for (size_t i = 0; i < be->type->n_pool_keys; i++) {
 		const cfg_key *k = &be->type->pool_keys[i];
@@ -168,6 +184,18 @@ static int set_pool_key(void *target, const char *const *cap, int ncap, const cf
 	case PK_MAX_QUEUE_BYTES: pl->max_queue_bytes = v->v.u; return 0;
 	case PK_RETRY_MAX: pl->retry_max_ms = v->v.u; return 0;
 	case PK_HEALTH: pl->health_ms = v->v.u; return 0;
+	case PK_SPILL_DIR: {
+		char *d = strdup(v->text);
+		if (!d) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		free(pl->spill_dir);
+		pl->spill_dir = d;
+		return 0;
+	}
+	case PK_SPILL_AFTER: pl->spill_after = v->v.i; return 0;
+	case PK_MAX_SPILL: pl->max_spill_bytes = v->v.u; return 0;
 	default: break;
 	}
 	char *at = (char *)pl->cfg + t->inner->offset;
@@ -741,6 +769,7 @@ void persist_config_free(persist *p)
 				}
 			}
 			free(pl->cfg);
+			free(pl->spill_dir);
 			free(pl->file);
 			free(pl->slots);
 			free(pl);

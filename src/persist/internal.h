@@ -27,6 +27,12 @@ typedef struct pslot {
 	uint64_t stop_deadline_ms;
 	_Atomic int state; /* enum pool_state */
 	pconn *conn;
+	/* the spill file (pool thread only): jobs older than those in memory */
+	int spill_fd;          /* -1: none open */
+	char *spill_path;
+	uint64_t spill_rd, spill_wr; /* read and write offsets */
+	_Atomic uint64_t spilled;    /* jobs in the file */
+	uint64_t spill_prev;         /* of which left by an earlier run (counted when read) */
 } pslot;
 
 enum pool_state { POOL_CONNECTING = 0, POOL_CONNECTED = 1, POOL_DISCONNECTED = 2 };
@@ -45,6 +51,9 @@ typedef struct ppool {
 	uint64_t max_queue_bytes;   /* per connection */
 	uint64_t retry_max_ms;      /* longest backoff */
 	uint64_t health_ms;         /* health check interval */
+	char *spill_dir;            /* NULL or empty: no spilling */
+	int64_t spill_after;        /* jobs in memory before the oldest go to disk */
+	uint64_t max_spill_bytes;
 	bool used;                  /* referenced by a rule */
 	pslot *slots;
 	_Atomic uint64_t reconnects, batches, batch_jobs;
@@ -90,6 +99,23 @@ struct persist {
 /* config.c */
 int persist_config_register(struct persist *p, cfg_registry *r, const backend_type *t);
 void persist_config_free(struct persist *p);
+
+/* bus.c: a job for rule r from an event (copies its strings, references
+ * its message). NULL on allocation failure. */
+pjob *pjob_build(const prule *r, const hook_event *ev);
+
+/* spill.c: the pool thread's overflow file (see spill.c) */
+int spill_open(pslot *s, char *err, size_t errlen);
+void spill_close(pslot *s);
+/* Appends a job; returns 0, -1 if it could not be written (file full, I/O error). */
+int spill_write(pslot *s, const pjob *j);
+/* Reads the next job (a new allocation), or NULL if the file is drained or
+ * unreadable. Records whose rule no longer exists are skipped (counted by
+ * the caller via *skipped). */
+pjob *spill_read(pslot *s, uint64_t *skipped);
+/* At shutdown: writes `first` (jobs older than the file's, in order) in
+ * front of what the file holds. Returns the number written, or -1. */
+int spill_prepend(pslot *s, pjob *first);
 
 /* pool.c */
 int pool_start(ppool *pl, const persist_host *host, char *err, size_t errlen);

@@ -152,6 +152,51 @@ static int open_conn(pslot *s, const persist_host *host)
 	return 0;
 }
 
+/* Moves the oldest memory jobs beyond spill_after to the spill file.
+ * Called with mu held; drops it around the file I/O. */
+static void spill_excess(pslot *s)
+{
+	ppool *pl = s->pool;
+	while (s->spill_fd >= 0 && (int64_t)s->n > pl->spill_after) {
+		pjob *j = pop_oldest(s);
+		pthread_mutex_unlock(&s->mu);
+		bool lookup = j->rule->func && j->rule->func->kind == PFUNC_LOOKUP;
+		int rc = lookup ? 0 : spill_write(s, j);
+		if (lookup) {
+			/* an answer this late is of no use: answer empty, count it */
+			CNT_ADD(((prule *)j->rule)->m.dropped_queue_full, 1);
+			persist_job_done(pl->be->bus->host, j, false);
+		}
+		if (rc == 0) {
+			pjob_free(&j);
+			pthread_mutex_lock(&s->mu);
+			continue;
+		}
+		/* the file is full or failing: put it back and keep it in memory */
+		pthread_mutex_lock(&s->mu);
+		j->next = s->head;
+		s->head = j;
+		if (!s->tail)
+			s->tail = j;
+		s->n++;
+		s->bytes += j->size;
+		break;
+	}
+}
+
+/* The backoff wait, in slices, spilling what piles up meanwhile. */
+static void backoff_wait(pslot *s, uint64_t ms)
+{
+	uint64_t end = clock_mono_ms() + ms;
+	while (!s->stop) {
+		spill_excess(s);
+		uint64_t now = clock_mono_ms();
+		if (now >= end)
+			break;
+		wait_ms(s, end - now < 50 ? end - now : 50);
+	}
+}
+
 static void *slot_main(void *arg)
 {
 	pslot *s = arg;
@@ -169,7 +214,7 @@ static void *slot_main(void *arg)
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
 		/* wait for work */
-		while (!carry && !s->head && !s->stop) {
+		while (!carry && !s->head && !atomic_load(&s->spilled) && !s->stop) {
 			struct timespec ts;
 			deadline_in(&ts, pl->health_ms);
 			if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT) {
@@ -188,10 +233,12 @@ static void *slot_main(void *arg)
 		}
 		if (s->stop && clock_mono_ms() >= s->stop_deadline_ms)
 			break;
-		if (!carry && !s->head)
+		if (!carry && !s->head && !atomic_load(&s->spilled))
 			break; /* stopping and drained */
+		spill_excess(s);
 		/* let a batch fill for batch_time */
-		if (!carry && pl->batch_time_ms && (int64_t)s->n < pl->batch_size && !s->stop) {
+		if (!carry && !atomic_load(&s->spilled) && pl->batch_time_ms &&
+		    (int64_t)s->n < pl->batch_size && !s->stop) {
 			uint64_t age = clock_mono_ms() - s->head->enq_ms;
 			if (age < pl->batch_time_ms)
 				wait_ms(s, pl->batch_time_ms - age);
@@ -204,7 +251,28 @@ static void *slot_main(void *arg)
 			ncarry--;
 		}
 		size_t taken = 0;
-		while (s->head && n < cap) {
+		if (atomic_load(&s->spilled)) {
+			/* the file holds older jobs than memory: it goes first */
+			pthread_mutex_unlock(&s->mu);
+			uint64_t skipped = 0;
+			while (n < cap && atomic_load(&s->spilled)) {
+				pjob *j = spill_read(s, &skipped);
+				if (!j)
+					break;
+				if (s->spill_prev) { /* an earlier run's: not matched in this one */
+					s->spill_prev--;
+					CNT_ADD(((prule *)j->rule)->m.matched, 1);
+				}
+				batch[n++] = j;
+				taken++;
+			}
+			if (skipped)
+				log_warning("backend %s %s: %llu spilled jobs belong to rules no longer "
+				            "configured; dropped", t->name, pl->name,
+				            (unsigned long long)skipped);
+			pthread_mutex_lock(&s->mu);
+		}
+		while (!atomic_load(&s->spilled) && s->head && n < cap) {
 			pjob *j = pop_oldest(s);
 			batch[n++] = j;
 			taken++;
@@ -269,19 +337,48 @@ static void *slot_main(void *arg)
 			backoff = backoff ? backoff * 2 : 100;
 			if (backoff > pl->retry_max_ms)
 				backoff = pl->retry_max_ms;
-			if (s->stop && clock_mono_ms() + backoff > s->stop_deadline_ms)
+			/* stopping while the database fails: the spill file keeps the
+			 * jobs for the next start, no need to wait for the deadline */
+			if (s->stop && (s->spill_fd >= 0 || clock_mono_ms() + backoff > s->stop_deadline_ms))
 				break;
-			wait_ms(s, backoff);
+			backoff_wait(s, backoff);
 		} else {
 			backoff = 0;
 		}
 	}
-	/* stopping: what is left is dropped and counted */
+	/* stopping: what is left goes to the spill file, in order (the jobs
+	 * being retried are the oldest: in front of the file), to be replayed
+	 * at the next start; only what cannot be written is dropped */
 	pjob *left = s->head;
 	s->head = s->tail = NULL;
 	s->n = 0;
 	s->bytes = 0;
 	pthread_mutex_unlock(&s->mu);
+	if (s->spill_fd >= 0 && (carry || left)) {
+		int kept = 0;
+		if (carry && spill_prepend(s, carry) > 0) {
+			for (pjob *j = carry; j; j = j->next)
+				kept++;
+			while (carry) {
+				pjob *next = carry->next;
+				atomic_fetch_sub(&s->inflight, 1);
+				pjob_free(&carry);
+				carry = next;
+			}
+		}
+		while (left && !carry) {
+			pjob *next = left->next;
+			bool lookup = left->rule->func && left->rule->func->kind == PFUNC_LOOKUP;
+			if (lookup || spill_write(s, left))
+				break;
+			kept++;
+			pjob_free(&left);
+			left = next;
+		}
+		if (kept)
+			log_notice("backend %s %s: %d jobs not yet written are kept in %s for the next "
+			           "start", t->name, pl->name, kept, s->spill_path);
+	}
 	while (carry) {
 		pjob *next = carry->next;
 		CNT_ADD(((prule *)carry->rule)->m.dropped_other, 1);
@@ -298,6 +395,7 @@ static void *slot_main(void *arg)
 		left = next;
 	}
 	close_conn(s);
+	spill_close(s);
 	free(batch);
 	return NULL;
 }
@@ -320,6 +418,8 @@ int pool_start(ppool *pl, const persist_host *host, char *err, size_t errlen)
 		pthread_cond_init(&s->cv, &ca);
 		pthread_condattr_destroy(&ca);
 		atomic_store(&s->state, POOL_CONNECTING);
+		if (spill_open(s, err, errlen))
+			return -1;
 		/* connect now so configuration mistakes show at start-up; an
 		 * unreachable database is retried by the thread */
 		open_conn(s, host);

@@ -101,8 +101,9 @@ int sql_run_batch(pconn *c, pjob **jobs, size_t n)
 	const sql_driver *d = sc->drv;
 	int rc = d->begin(c);
 	if (rc != SQLR_OK) {
+		/* busy/locked: retry on this connection; anything else: reopen it */
 		mark(jobs, n, PJOB_RETRY);
-		return -1;
+		return rc == SQLR_RETRY ? 0 : -1;
 	}
 	size_t bad = n;
 	for (size_t i = 0; i < n; i++) {
