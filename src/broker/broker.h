@@ -557,7 +557,9 @@ void connect_auth_done(conn *c, uint8_t *copy, uint32_t len, bool ok);
 void hooks_host_init(broker *b);
 /* client.connected, client.disconnected, session.created (c may be NULL) */
 void hook_client_event(session *s, conn *c, int point);
-void hook_subscribed(session *s, mqtt_str full, uint8_t qos);
+/* retained: whether the subscription gets retained messages now (not
+ * shared, and MQTT 5 Retain Handling allows it) - on_retain_lookup runs only then */
+void hook_subscribed(session *s, mqtt_str full, uint8_t qos, bool retained);
 void hook_unsubscribed(session *s, mqtt_str full);
 /* message.publish of a client's PUBLISH; sends (or, in sync mode, queues)
  * its PUBACK/PUBREC. Returns 0, -1 if the connection was closed. */

@@ -130,9 +130,16 @@ int handle_subscribe(conn *c, const mqtt_packet *pkt)
 		route_retained(s, r->filter, r->options, sub_id);
 	}
 	/* rules (on_message_fetch, on_retain_lookup, raw actions) after SUBACK */
-	for (uint32_t k = 0; k < i && c->state == CONN_ACTIVE; k++)
-		if (rcs[k] < 0x80)
-			hook_subscribed(s, res[k].full, rcs[k]);
+	for (uint32_t k = 0; k < i && c->state == CONN_ACTIVE; k++) {
+		if (rcs[k] >= 0x80)
+			continue;
+		entry_result *r = &res[k];
+		uint8_t rh = (r->options & MQTT_SUBOPT_RETAIN_HANDLING_MASK) >>
+		             MQTT_SUBOPT_RETAIN_HANDLING_SHIFT;
+		bool retained = !r->shared && cfg->retain_available && rh != 2 &&
+		                !(rh == 1 && !r->is_new);
+		hook_subscribed(s, r->full, rcs[k], retained);
+	}
 out:
 	if (rcs != rcs_stack)
 		free(rcs);

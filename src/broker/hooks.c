@@ -65,14 +65,14 @@ void hook_client_event(session *s, conn *c, int point)
 	persist_fire(s->w->b->persist, &ev);
 }
 
-void hook_subscribed(session *s, mqtt_str full, uint8_t qos)
+void hook_subscribed(session *s, mqtt_str full, uint8_t qos, bool retained)
 {
 	if (!wants(s, HOOK_SESSION_SUBSCRIBED))
 		return;
 	char peer[64];
 	uint32_t fetches = 0;
 	hook_event ev = {.point = HOOK_SESSION_SUBSCRIBED, .qos = qos, .topic = full,
-	                 .fetches = &fetches};
+	                 .no_retained = !retained, .fetches = &fetches};
 	fill_client(&ev, s, s->c, peer, sizeof(peer));
 	persist_fire(s->w->b->persist, &ev);
 	if (fetches) {
@@ -324,8 +324,9 @@ static void apply_subs(session *s, presult *r)
 		bool is_new;
 		if (session_subscribe(s, full, opts, 0, &is_new))
 			continue;
-		hook_subscribed(s, full, qos);
-		if (is_new && sh != 1 && cfg->retain_available)
+		bool retained = is_new && sh != 1 && cfg->retain_available;
+		hook_subscribed(s, full, qos, retained);
+		if (retained)
 			route_retained(s, filter, opts, 0);
 	}
 }
@@ -341,8 +342,8 @@ static void note_found(void *ctx, kmq_msg *m) { ((has_ctx *)ctx)->found = true; 
 static void apply_retained(session *s, presult *r)
 {
 	session_sub *sub = hm_get(&s->subs, r->filter, r->filter_len);
-	if (!sub)
-		return;
+	if (!sub || sub->shared)
+		return; /* no retained messages for shared subscriptions (MQTT 5, 4.8.2) */
 	broker *b = s->w->b;
 	uint8_t sq = sub->options & MQTT_SUBOPT_QOS_MASK;
 	for (uint32_t i = 0; i < r->n; i++) {

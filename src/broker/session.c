@@ -782,6 +782,9 @@ void session_deliver_fetched(session *s, const char *filter, uint32_t flen, kmq_
 				continue;
 			if (held_retained(s, m))
 				continue;
+			if ((sub->options & MQTT_SUBOPT_NO_LOCAL) && m->origin.len == s->cid_len &&
+			    memcmp(m->origin.p, s->client_id, s->cid_len) == 0)
+				continue;
 			if (msg_expired(m, now))
 				continue;
 			if ((sub->options & SUBOPT_ACL_CHECK) && !authz_may_receive(s, m->topic))

@@ -270,7 +270,8 @@ static int parse_count(json_t *v, int64_t *out)
 static int parse_range(json_t *v, uint64_t *out)
 {
 	if (json_is_integer(v) && json_integer_value(v) >= 0) {
-		*out = (uint64_t)json_integer_value(v) * 1000u; /* a bare number: seconds */
+		uint64_t s = (uint64_t)json_integer_value(v); /* a bare number: seconds */
+		*out = s > (uint64_t)INT64_MAX / 1000u ? UINT64_MAX : s * 1000u;
 		return 0;
 	}
 	if (json_is_string(v)) {

@@ -29,6 +29,7 @@ typedef struct pslot {
 	pconn *conn;
 	/* the spill file (pool thread only): jobs older than those in memory */
 	int spill_fd;          /* -1: none open */
+	int spill_pos_fd;      /* <file>.pos: offset of the first job not yet written */
 	char *spill_path;
 	uint64_t spill_rd, spill_wr; /* read and write offsets */
 	_Atomic uint64_t spilled;    /* jobs in the file */
@@ -116,6 +117,10 @@ pjob *spill_read(pslot *s, uint64_t *skipped);
 /* At shutdown: writes `first` (jobs older than the file's, in order) in
  * front of what the file holds. Returns the number written, or -1. */
 int spill_prepend(pslot *s, pjob *first);
+/* Every job read from the file so far has been written to the database:
+ * records the read offset (so a crash does not replay them) and empties a
+ * drained file. */
+void spill_commit(pslot *s);
 
 /* pool.c */
 int pool_start(ppool *pl, const persist_host *host, char *err, size_t errlen);

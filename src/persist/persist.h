@@ -82,6 +82,8 @@ typedef struct hook_event {
 	uint8_t qos;     /* subscribed: the granted QoS; message.*: the message's */
 	bool retain;     /* message.*: published with retain */
 	bool implicit;   /* message.acked for a QoS 0 delivery: moves read positions only */
+	bool no_retained; /* session.subscribed: the subscription gets no retained messages
+	                   * (shared, or MQTT 5 Retain Handling says so) */
 	unsigned worker; /* the client's owner worker: answers are posted there */
 	uint64_t serial; /* the session's serial: answers for an ended session are dropped */
 	uint64_t ts_ms;  /* wall clock */

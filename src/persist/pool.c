@@ -262,6 +262,7 @@ static void *slot_main(void *arg)
 				if (s->spill_prev) { /* an earlier run's: not matched in this one */
 					s->spill_prev--;
 					CNT_ADD(((prule *)j->rule)->m.matched, 1);
+					j->ack_seq = 0; /* its publisher's session is gone */
 				}
 				batch[n++] = j;
 				taken++;
@@ -308,7 +309,7 @@ static void *slot_main(void *arg)
 		size_t nretry = 0;
 		for (size_t i = 0; i < n; i++) {
 			pjob *j = batch[i];
-			if (rc == 0 && j->status == PJOB_OK) {
+			if (j->status == PJOB_OK) { /* committed, even if a later step failed */
 				finish(s, j, true);
 			} else if (j->status == PJOB_FAILED) {
 				finish(s, j, false);
@@ -328,6 +329,8 @@ static void *slot_main(void *arg)
 		else
 			carry = rest;
 		ncarry += nretry;
+		if (!carry)
+			spill_commit(s); /* everything read from the file is written */
 		if (rc != 0 && s->conn) {
 			log_warning("backend %s %s: connection failed; reconnecting", t->name, pl->name);
 			close_conn(s);

@@ -21,6 +21,11 @@
  * where str is u32 length + bytes. Host byte order: the file never leaves
  * the machine. A record that does not decode ends the replay (the rest of
  * the file is left for inspection and logged).
+ *
+ * <file>.pos holds the offset of the first record whose job is not yet known
+ * to be written; it moves only after the jobs before it committed (and the
+ * file is emptied only then), so a crash replays at most the last batch that
+ * was being written - never loses one.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -57,6 +62,7 @@ int spill_open(pslot *s, char *err, size_t errlen)
 {
 	ppool *pl = s->pool;
 	s->spill_fd = -1;
+	s->spill_pos_fd = -1;
 	if (!pl->spill_dir || !pl->spill_dir[0])
 		return 0;
 	mkdirs(pl->spill_dir);
@@ -73,12 +79,27 @@ int spill_open(pslot *s, char *err, size_t errlen)
 		snprintf(err, errlen, "spill file %s: %s", s->spill_path, strerror(errno));
 		return -1;
 	}
+	char *pos_path = malloc(strlen(s->spill_path) + 5);
+	if (!pos_path) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	sprintf(pos_path, "%s.pos", s->spill_path);
+	s->spill_pos_fd = open(pos_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	free(pos_path);
+	if (s->spill_pos_fd < 0) {
+		snprintf(err, errlen, "spill file %s.pos: %s", s->spill_path, strerror(errno));
+		return -1;
+	}
 	struct stat st;
 	fstat(s->spill_fd, &st);
 	s->spill_rd = 0;
 	s->spill_wr = (uint64_t)st.st_size;
+	uint64_t pos = 0;
+	if (pread(s->spill_pos_fd, &pos, 8, 0) == 8 && pos <= s->spill_wr)
+		s->spill_rd = pos;
 	/* count what a previous run left */
-	uint64_t off = 0, count = 0;
+	uint64_t off = s->spill_rd, count = 0;
 	while (off + 4 <= s->spill_wr) {
 		uint32_t len;
 		if (pread(s->spill_fd, &len, 4, (off_t)off) != 4 || len > SPILL_MAX_RECORD ||
@@ -101,14 +122,29 @@ int spill_open(pslot *s, char *err, size_t errlen)
 	return 0;
 }
 
+void spill_commit(pslot *s)
+{
+	if (s->spill_fd < 0 || s->spill_pos_fd < 0)
+		return;
+	uint64_t pos = s->spill_rd;
+	if (s->spill_rd >= s->spill_wr && s->spill_wr) {
+		/* drained: empty the file, then the position */
+		if (ftruncate(s->spill_fd, 0) == 0) {
+			s->spill_rd = s->spill_wr = 0;
+			pos = 0;
+		}
+	}
+	if (pwrite(s->spill_pos_fd, &pos, 8, 0) != 8)
+		log_warning("spill file %s.pos: %s", s->spill_path, strerror(errno));
+}
+
 void spill_close(pslot *s)
 {
-	if (s->spill_fd >= 0) {
-		if (s->spill_rd >= s->spill_wr && ftruncate(s->spill_fd, 0) == 0) {
-			/* drained: nothing to replay next time */
-		}
+	if (s->spill_fd >= 0)
 		close(s->spill_fd);
-	}
+	if (s->spill_pos_fd >= 0)
+		close(s->spill_pos_fd);
+	s->spill_pos_fd = -1;
 	s->spill_fd = -1;
 	free(s->spill_path);
 	s->spill_path = NULL;
@@ -295,8 +331,6 @@ pjob *spill_read(pslot *s, uint64_t *skipped)
 			free(filters);
 		msg_unref(&m);
 		free(rec);
-		if (s->spill_rd >= s->spill_wr && ftruncate(s->spill_fd, 0) == 0)
-			s->spill_rd = s->spill_wr = 0;
 		if (j)
 			return j;
 		(*skipped)++; /* its rule is gone from the configuration */
@@ -351,6 +385,9 @@ int spill_prepend(pslot *s, pjob *first)
 	if (fsync(fd) || rename(tmp, s->spill_path))
 		goto fail;
 	close(old_fd);
+	uint64_t zero = 0;
+	if (s->spill_pos_fd >= 0 && pwrite(s->spill_pos_fd, &zero, 8, 0) != 8)
+		log_warning("spill file %s.pos: %s", s->spill_path, strerror(errno));
 	atomic_store(&s->spilled, old_count + (uint64_t)written);
 	free(tmp);
 	return written;

@@ -24,9 +24,26 @@ and column names:
     unavailable()           context manager: the store refuses writes while
                             inside (for SQLite: another connection holds an
                             exclusive lock), and accepts them again after
+
+SQLite only (the filesystem under the database file; run as root):
+    small_filesystem(size="16m")    context manager: mounts a tmpfs of that
+                            size and moves the store onto it (enter it before
+                            conf()); yields the mount point. At exit it is made
+                            writable again and unmounted, always (lazily if a
+                            process still holds a file there).
+    filesystem_outage(kind) context manager, inside small_filesystem: "full"
+                            fills the filesystem (the broker's writes fail
+                            with SQLITE_FULL) and at exit grows it (remount
+                            with 4x the size); "readonly" remounts it
+                            read-only and read-write again at exit (Linux
+                            refuses that, EBUSY, while any process holds a
+                            file there open for writing)
 """
 import contextlib
+import errno
 import os
+import re
+import subprocess
 import sqlite3
 import json
 
@@ -139,6 +156,61 @@ class SqliteStore:
         finally:
             c.execute("rollback")
             c.close()
+
+    @contextlib.contextmanager
+    def small_filesystem(self, size="16m"):
+        """Mounts a tmpfs of `size` and puts the database there; see the
+        module docstring."""
+        mnt = os.path.join(os.path.dirname(self.dir), "store-fs")
+        os.makedirs(mnt, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "keepmq-test", mnt],
+                       check=True, capture_output=True, text=True)
+        self.fs_mount, self.fs_size = mnt, size
+        self.path = os.path.join(mnt, "keepmq.db")
+        try:
+            yield mnt
+        finally:
+            subprocess.run(["mount", "-o", "remount,rw", mnt], capture_output=True)
+            if subprocess.run(["umount", mnt], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", mnt], capture_output=True)
+
+    @contextlib.contextmanager
+    def filesystem_outage(self, kind="full"):
+        """Breaks the filesystem of small_filesystem while inside: "full" or
+        "readonly"; see the module docstring."""
+        mnt = self.fs_mount
+        if kind == "full":
+            fd = os.open(os.path.join(mnt, "filler"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            try:
+                for chunk in (1 << 20, 65536, 4096, 512, 1):
+                    data = b"\0" * chunk
+                    try:
+                        while True:
+                            os.write(fd, data)
+                    except OSError as e:
+                        if e.errno != errno.ENOSPC:
+                            raise
+            finally:
+                os.close(fd)
+            try:
+                yield
+            finally:
+                m = re.fullmatch(r"(\d+)([kmg]?)", str(self.fs_size).lower())
+                bigger = f"{int(m.group(1)) * 4}{m.group(2)}" if m else "256m"
+                subprocess.run(["mount", "-o", f"remount,size={bigger}", mnt], check=True,
+                               capture_output=True, text=True)
+                self.fs_size = bigger
+        elif kind == "readonly":
+            p = subprocess.run(["mount", "-o", "remount,ro", mnt], capture_output=True, text=True)
+            if p.returncode != 0:
+                raise RuntimeError(f"cannot remount {mnt} read-only: {p.stderr.strip()}")
+            try:
+                yield
+            finally:
+                subprocess.run(["mount", "-o", "remount,rw", mnt], check=True,
+                               capture_output=True, text=True)
+        else:
+            raise ValueError(f"unknown filesystem outage {kind!r}")
 
 
 ADAPTERS = {"sqlite": SqliteStore}

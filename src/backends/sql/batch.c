@@ -41,6 +41,8 @@ static bool applies_retain_delete(const hook_event *ev)
 
 static bool applies_acked(const hook_event *ev) { return ev->msg && ev->nfilters > 0; }
 
+static bool applies_retain_lookup(const hook_event *ev) { return !ev->implicit && !ev->no_retained; }
+
 #define H(x) (1u << (x))
 
 const pfunc sql_funcs[SQLF__COUNT] = {
@@ -53,7 +55,7 @@ const pfunc sql_funcs[SQLF__COUNT] = {
 	{"on_message_fetch", H(HOOK_SESSION_SUBSCRIBED), PFUNC_LOOKUP, SQLF_MESSAGE_FETCH,
 	 PRESULT_MSGS, 0, not_implicit},
 	{"on_retain_lookup", H(HOOK_SESSION_SUBSCRIBED), PFUNC_LOOKUP, SQLF_RETAIN_LOOKUP,
-	 PRESULT_RETAINED, 0, not_implicit},
+	 PRESULT_RETAINED, 0, applies_retain_lookup},
 	{"on_message_publish", H(HOOK_MESSAGE_PUBLISH), PFUNC_WRITE, SQLF_MESSAGE_PUBLISH, 0, 0,
 	 applies_publish},
 	{"on_message_store", H(HOOK_MESSAGE_PUBLISH), PFUNC_WRITE, SQLF_MESSAGE_STORE, 0, 0,
@@ -213,7 +215,11 @@ bool sql_prefix_range(mqtt_str filter, char *buf, mqtt_str *lo, mqtt_str *hi)
 	if (n == 0)
 		return false;
 	memcpy(buf, filter.p, n);
-	*lo = (mqtt_str){(const uint8_t *)buf, n};
+	/* "a/#" matches "a" too: start the range at the parent level */
+	uint32_t lo_n = n;
+	if (n + 1 == filter.len && filter.p[n] == '#' && filter.p[n - 1] == '/')
+		lo_n = n - 1;
+	*lo = (mqtt_str){(const uint8_t *)buf, lo_n};
 	/* hi: the prefix with its last byte below 0xFF incremented, rest cut */
 	char *h = buf + n + 1;
 	memcpy(h, filter.p, n);

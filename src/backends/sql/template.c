@@ -36,6 +36,10 @@ int sql_tmpl_compile(const char *src, char placeholder, sql_tmpl *out, char *err
 {
 	size_t len = strlen(src);
 	memset(out, 0, sizeof(*out));
+	if (strspn(src, " \t\r\n") == len) {
+		snprintf(err, errlen, "an empty statement");
+		return -1;
+	}
 	/* each ${x} (at least 4 bytes) becomes at most "$65535" (6 bytes) */
 	char *text = malloc(len * 2 + 16);
 	uint8_t *vars = malloc(len / 4 + 1);

@@ -1,0 +1,374 @@
+"""Persistence: bad rule configuration is refused, naming file, line and key.
+
+`backend.<db>.hook.<point>.<n> = {json}` lines are checked when read (JSON,
+keys, the function and the hook point it may run on, raw statements) and,
+once every file is read, against the pools. Any error makes
+`keepmq --check-config` and a normal start exit with status 2, printing
+`file:line: key: message` (a normal start then does not listen). Written
+against the store adapters (the `store` fixture) so every backend runs it.
+"""
+import json
+import os
+import subprocess
+
+import pytest
+
+import mqttraw as R
+from conftest import KEEPMQ_BIN, ROOT, free_port, wait_port
+
+# the action key of a backend's raw actions
+RAW_KEY = {"sqlite": "sql", "mysql": "sql", "postgresql": "sql", "pgsql": "sql",
+           "redis": "commands", "cassandra": "cql"}
+PUBLISH_FN = {"function": "on_message_publish"}
+
+
+def run(*args, cwd=None, timeout=30):
+    env = dict(os.environ)
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+    return subprocess.run([KEEPMQ_BIN, *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env=env)
+
+
+def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def no_sanitizer(text):
+    assert "Sanitizer" not in text and "runtime error:" not in text, text
+
+
+def rule_line(store, point, n, rule):
+    """A rule line with exactly this JSON text (a dict is dumped)."""
+    text = rule if isinstance(rule, str) else json.dumps(rule)
+    return f"backend.{store.name}.hook.{point}.{n} = {text}\n"
+
+
+def bad_config(tmpdir, store, bad, before="", after="", pools=("pool1",)):
+    """A configuration file: a listener, the pools, `before`, the line `bad`,
+    `after`. Returns (path, line number of `bad`)."""
+    head = f"# keepmq test configuration\nlistener.tcp.default = 127.0.0.1:{free_port()}\n"
+    for p in pools:
+        head += store.conf(pool=p)
+    head += before
+    line = head.count("\n") + 1
+    path = write(os.path.join(tmpdir, "bad.conf"), head + bad + after)
+    return path, line
+
+
+def refused(path, line, key, *fragments):
+    """--check-config refuses the file with `path:line: key: ...` naming
+    every fragment; returns that error line."""
+    p = run("--check-config", "-c", path)
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    no_sanitizer(p.stderr)
+    lines = [ln for ln in p.stderr.splitlines() if f"{path}:{line}: {key}:" in ln]
+    assert lines, f"no error for {path}:{line}: {key}: in:\n{p.stderr}"
+    for frag in fragments:
+        assert any(frag in ln for ln in lines), f"{frag!r} not in {lines}"
+    assert "configuration OK" not in p.stdout
+    return lines[0]
+
+
+def key(store, point="message.publish", n=1):
+    return f"backend.{store.name}.hook.{point}.{n}"
+
+
+# ---------------------------------------------------------------- the JSON
+
+def test_invalid_json(store, tmpdir_path):
+    bad = rule_line(store, "message.publish", 1,
+                    '{"topic": "#", "action": {"function": "on_message_publish"}, "pool": "pool1"')
+    path, line = bad_config(tmpdir_path, store, bad)
+    refused(path, line, key(store), "JSON")
+
+
+def test_seeds_rule_with_missing_quote(store, tmpdir_path):
+    """The seeds' Cassandra example lacks a quote before `action`: refused,
+    not guessed at."""
+    bad = rule_line(store, "message.publish", 1,
+                    '{"topic": "#", action": {"function": "on_message_publish"}, "pool": "pool1"}')
+    path, line = bad_config(tmpdir_path, store, bad)
+    refused(path, line, key(store), "JSON")
+
+
+def test_json_not_an_object_and_duplicate_keys(store, tmpdir_path):
+    path, line = bad_config(tmpdir_path, store,
+                            rule_line(store, "message.publish", 1, '["on_message_publish"]'))
+    refused(path, line, key(store))
+    path, line = bad_config(tmpdir_path, store, rule_line(
+        store, "message.publish", 1,
+        '{"action": {"function": "on_message_publish"}, "pool": "pool1", "pool": "pool1"}'))
+    refused(path, line, key(store), "pool")
+
+
+# ---------------------------------------------------------------- functions
+
+def test_unknown_function_lists_the_known_ones(store, tmpdir_path):
+    bad = store.rule("message.publish", 1, {"function": "on_message_publsh"}, topic="#")
+    path, line = bad_config(tmpdir_path, store, bad)
+    err = refused(path, line, key(store), "on_message_publsh")
+    for known in ("on_client_connected", "on_client_disconnected", "on_message_publish",
+                  "on_message_acked"):
+        assert known in err, err
+
+
+def test_function_on_the_wrong_hook_point(store, tmpdir_path):
+    if RAW_KEY.get(store.name) == "sql":  # the SQL family's fetch function
+        bad = store.rule("message.publish", 1, {"function": "on_message_fetch"}, topic="#")
+        path, line = bad_config(tmpdir_path, store, bad)
+        err = refused(path, line, key(store), "on_message_fetch", "message.publish")
+        assert "session.subscribed" in err, err  # where it may run
+    bad = store.rule("message.publish", 1, {"function": "on_client_connected"}, topic="#")
+    path, line = bad_config(tmpdir_path, store, bad)
+    err = refused(path, line, key(store), "on_client_connected", "message.publish")
+    assert "client.connected" in err, err
+    bad = store.rule("client.connected", 2, {"function": "on_message_publish"})
+    path, line = bad_config(tmpdir_path, store, bad)
+    refused(path, line, key(store, "client.connected", 2), "on_message_publish")
+
+
+def test_action_with_function_and_raw_statement(store, tmpdir_path):
+    raw = RAW_KEY.get(store.name)
+    if not raw:
+        return  # a backend without raw actions
+    action = {"function": "on_client_connected",
+              raw: ["insert into conn(clientid) values(${clientid})"]}
+    bad = store.rule("client.connected", 1, action)
+    path, line = bad_config(tmpdir_path, store, bad)
+    refused(path, line, key(store, "client.connected"), "function", raw)
+
+
+def test_action_missing_or_malformed(store, tmpdir_path):
+    for rule in ({"topic": "#", "pool": "pool1"},                       # no action
+                 {"action": "on_message_publish", "pool": "pool1"},     # not an object
+                 {"action": {}, "pool": "pool1"},                       # empty
+                 {"action": {"function": 5}, "pool": "pool1"},
+                 {"action": {"function": "on_message_publish", "functoin": "x"},
+                  "pool": "pool1"}):
+        path, line = bad_config(tmpdir_path, store, rule_line(store, "message.publish", 1, rule))
+        refused(path, line, key(store))
+
+
+# ---------------------------------------------------------------- pools
+
+def test_unknown_pool(store, tmpdir_path):
+    bad = store.rule("message.publish", 1, PUBLISH_FN, topic="#", pool="pool9")
+    path, line = bad_config(tmpdir_path, store, bad)
+    refused(path, line, key(store), "pool9")
+
+
+def test_rule_without_pool_when_the_backend_has_two(store, tmpdir_path):
+    bad = rule_line(store, "message.publish", 1, {"topic": "#", "action": PUBLISH_FN})
+    path, line = bad_config(tmpdir_path, store, bad, pools=("pool1", "pool2"))
+    refused(path, line, key(store), "pool")
+    # with one pool it is that pool
+    path, _ = bad_config(tmpdir_path, store, bad)
+    p = run("--check-config", "-c", path)
+    assert p.returncode == 0, p.stderr
+
+
+def test_rule_without_any_pool_configured(store, tmpdir_path):
+    bad = store.rule("message.publish", 1, PUBLISH_FN, topic="#")
+    path, line = bad_config(tmpdir_path, store, bad, pools=())
+    refused(path, line, key(store), "pool")
+
+
+def test_pool_configured_after_the_rule_is_fine(store, tmpdir_path):
+    good = store.rule("message.publish", 1, PUBLISH_FN, topic="#", pool="late")
+    path, _ = bad_config(tmpdir_path, store, good, pools=(), after=store.conf(pool="late"))
+    p = run("--check-config", "-c", path)
+    assert p.returncode == 0, p.stderr
+
+
+def test_accepted_variants(store, tmpdir_path):
+    """What the seeds' examples do is accepted: on_subscribe_lookup on
+    session.created (the DynamoDB example), rules without a topic, offline
+    limits of "infinity", rule numbers that are not consecutive."""
+    good = (store.rule("session.created", 1, {"function": "on_subscribe_lookup"})
+            + store.rule("client.connected", 7, {"function": "on_subscribe_lookup"})
+            + store.rule("session.subscribed", 30, {"function": "on_message_fetch"}, topic="#",
+                         offline_opts={"max_returned_count": "infinity",
+                                       "time_range": "infinity"})
+            + store.rule("message.publish", 100, PUBLISH_FN))
+    path, _ = bad_config(tmpdir_path, store, good)
+    p = run("--check-config", "-c", path)
+    assert p.returncode == 0, p.stderr
+
+
+# ---------------------------------------------------------------- rule keys
+
+def test_unknown_key_in_rule(store, tmpdir_path):
+    bad = store.rule("message.publish", 1, PUBLISH_FN, topics="#")
+    path, line = bad_config(tmpdir_path, store, bad)
+    refused(path, line, key(store), "topics")
+
+
+def test_invalid_topic_filter(store, tmpdir_path):
+    for topic in ("a/#/b", "a+/b", ""):
+        bad = store.rule("message.publish", 1, PUBLISH_FN, topic=topic)
+        path, line = bad_config(tmpdir_path, store, bad)
+        refused(path, line, key(store), "topic")
+
+
+def test_bad_offline_opts(store, tmpdir_path):
+    fetch = {"function": "on_message_fetch"}
+    for opts, frag in (({"max_returned_count": "lots"}, "max_returned_count"),
+                       ({"max_returned_count": -1}, "max_returned_count"),
+                       ({"time_range": "2 fortnights"}, "time_range"),
+                       ({"time_range": True}, "time_range"),
+                       ({"max_count": 5}, "max_count"),
+                       ("2h", "offline_opts")):
+        bad = store.rule("session.subscribed", 1, fetch, topic="#", offline_opts=opts)
+        path, line = bad_config(tmpdir_path, store, bad)
+        refused(path, line, key(store, "session.subscribed"), frag)
+    good = store.rule("session.subscribed", 1, fetch, topic="#",
+                      offline_opts={"max_returned_count": 500, "time_range": "2h"})
+    path, _ = bad_config(tmpdir_path, store, good)
+    p = run("--check-config", "-c", path)
+    assert p.returncode == 0, p.stderr
+
+
+# ---------------------------------------------------------------- raw statements
+
+def test_unknown_variable_in_raw_statement(store, tmpdir_path):
+    raw = RAW_KEY.get(store.name)
+    if raw != "sql":
+        return  # the statement text below is SQL
+    bad = store.rule("client.connected", 1,
+                     {raw: ["insert into conn(clientid, x) values(${clientid}, ${clinetid})"]})
+    path, line = bad_config(tmpdir_path, store, bad)
+    err = refused(path, line, key(store, "client.connected"), "clinetid")
+    assert "clientid" in err.replace("${clinetid}", "")  # names the known ones
+
+
+def test_variable_inside_quotes_in_raw_statement(store, tmpdir_path):
+    raw = RAW_KEY.get(store.name)
+    if raw != "sql":
+        return
+    for stmt in ("insert into conn(clientid) values('${clientid}')",
+                 'insert into conn(clientid) values("${clientid}")',
+                 "insert into conn(clientid, topic) values(${clientid}, 'x/${topic}')"):
+        bad = store.rule("client.connected", 1, {raw: [stmt]})
+        path, line = bad_config(tmpdir_path, store, bad)
+        refused(path, line, key(store, "client.connected"), "quote")
+    # quotes elsewhere are fine
+    good = store.rule("client.connected", 1,
+                      {raw: ["insert into conn(clientid, note) values(${clientid}, 'it''s {fine}')"]})
+    path, _ = bad_config(tmpdir_path, store, good)
+    p = run("--check-config", "-c", path)
+    assert p.returncode == 0, p.stderr
+
+
+# ---------------------------------------------------------------- hook points
+
+def test_unknown_hook_point(store, tmpdir_path):
+    bad = store.rule("client.conected", 1, {"function": "on_client_connected"})
+    path, line = bad_config(tmpdir_path, store, bad)
+    err = refused(path, line, key(store, "client.conected"), "client.conected")
+    assert "client.connected" in err.replace("client.conected", ""), err
+
+
+def test_bad_rule_number(store, tmpdir_path):
+    bad = store.rule("message.publish", "first", PUBLISH_FN, topic="#")
+    path, line = bad_config(tmpdir_path, store, bad)
+    refused(path, line, f"backend.{store.name}.hook.message.publish.first", "first")
+
+
+# ---------------------------------------------------------------- files and lines
+
+def test_every_bad_rule_is_reported(store, tmpdir_path):
+    head = f"listener.tcp.default = 127.0.0.1:{free_port()}\n" + store.conf()
+    rules = [(store.rule("message.publish", 1, {"function": "nope"}, topic="#"), True),
+             (store.rule("message.publish", 2, PUBLISH_FN, topic="#"), False),
+             (store.rule("message.publish", 3, PUBLISH_FN, topic="#", pool="gone"), True),
+             (rule_line(store, "client.connected", 1, "{"), True)]
+    path = write(os.path.join(tmpdir_path, "many.conf"), head + "".join(r for r, _ in rules))
+    p = run("--check-config", "-c", path)
+    assert p.returncode == 2
+    first = head.count("\n") + 1
+    for i, (text, is_bad) in enumerate(rules):
+        k = text.split(" = ")[0]
+        reported = f"{path}:{first + i}: {k}:" in p.stderr
+        assert reported == is_bad, (first + i, k, p.stderr)
+
+
+def test_rule_in_included_file_names_that_file_and_line(store, tmpdir_path):
+    base = os.path.join(tmpdir_path, "inc")
+    main = write(os.path.join(base, "keepmq.conf"),
+                 f"listener.tcp.default = 127.0.0.1:{free_port()}\n"
+                 "mqtt.max_inflight = 16\n"
+                 "include backends/*.conf\n")
+    write(os.path.join(base, "backends", "10-pool.conf"), store.conf())
+    rules = ("# rules\n\n"
+             + store.rule("message.publish", 1, PUBLISH_FN, topic="#")
+             + store.rule("message.publish", 2, {"function": "on_message_fetch"}, topic="#"))
+    bad = write(os.path.join(base, "backends", "20-rules.conf"), rules)
+    p = run("--check-config", "-c", main, cwd="/")
+    assert p.returncode == 2, p.stderr
+    assert f"{bad}:4: {key(store, 'message.publish', 2)}:" in p.stderr, p.stderr
+    assert "keepmq.conf:" not in p.stderr, p.stderr
+    # an unknown pool is found after all files are read: still the rule's file and line
+    write(bad, "\n" + store.rule("message.publish", 1, PUBLISH_FN, topic="#", pool="pool7"))
+    p = run("--check-config", "-c", main, cwd="/")
+    assert p.returncode == 2, p.stderr
+    assert f"{bad}:2: {key(store, 'message.publish', 1)}:" in p.stderr, p.stderr
+    assert "pool7" in p.stderr
+
+
+def test_normal_start_with_bad_rule_exits_2_without_listening(store, tmpdir_path):
+    port = free_port()
+    path = write(os.path.join(tmpdir_path, "bad.conf"),
+                 f"listener.tcp.default = 127.0.0.1:{port}\n" + store.conf()
+                 + rule_line(store, "message.publish", 1,
+                             '{"topic": "#", action": {"function": "on_message_publish"}, '
+                             '"pool": "pool1"}'))
+    env = dict(os.environ)
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+    proc = subprocess.Popen([KEEPMQ_BIN, "-c", path], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmpdir_path, env=env)
+    try:
+        listened = wait_port(port, timeout=5, proc=proc)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not listened, "the broker listened with a bad rule"
+    assert proc.returncode == 2
+    assert f"{path}:4: {key(store)}:" in err, err
+    no_sanitizer(err)
+    # nothing was created for the backend either
+    assert store.messages() == []
+
+
+# ---------------------------------------------------------------- the shipped files
+
+def test_shipped_configuration_passes_and_loads_every_rule(store, broker_factory, tmpdir_path):
+    conf = os.path.join(ROOT, "etc", "keepmq.conf")
+    backend_conf = os.path.join(ROOT, "etc", "backends", f"{store.name}.conf")
+    assert os.path.exists(backend_conf)
+    p = run("--check-config", "-c", conf, cwd=tmpdir_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == ""
+    p = run("--check-config", "-c", backend_conf, cwd=tmpdir_path)
+    assert p.returncode == 0, p.stderr
+    # started from them (on a test port, in a temp directory), every rule of
+    # the backend's file is live
+    with open(backend_conf) as f:
+        rules = [ln.split("=", 1)[0].strip() for ln in f
+                 if ln.startswith(f"backend.{store.name}.hook.")]
+    assert len(rules) >= 8
+    b = broker_factory(start=False)
+    b.conf_path = conf
+    b.args = ["-o", f"listener.tcp.default=127.0.0.1:{b.port}", "-o", "node.io_workers=2",
+              "-o", "broker.sys_interval=1s"]
+    b.start()
+    r = R.raw_connect(b.port, "shipped-metrics")
+    assert R.sub_ack(r, [("$SYS/brokers/keepmq@127.0.0.1/backends/metrics", 0)]) == [0]
+    m = json.loads(R.recv_publishes(r, 1, timeout=5)[0].payload)[store.name]
+    r.close()
+    assert sorted(x["rule"] for x in m["rules"]) == sorted(rules)
+    assert m["delivery_mode"] == "async"
