@@ -705,7 +705,9 @@ int persist_config_finish(persist *p, cfg_errors *errs)
 				cfg_errorf(errs, pl->file, pl->line, key, "%s", err);
 			}
 		}
-		qsort(be->rule_vec, be->nrules, sizeof(prule *), cmp_rule);
+		/* qsort's pointer must not be NULL even for zero elements (C11 7.22.5). */
+		if (be->nrules)
+			qsort(be->rule_vec, be->nrules, sizeof(prule *), cmp_rule);
 		for (size_t i = 0; i < be->nrules; i++) {
 			prule *r = be->rule_vec[i];
 			r->pool = NULL;

@@ -161,6 +161,17 @@ static void test_no_variables(void **state)
 	               "select j ? 'k' from t where c = $1", 1, SV_CLIENTID);
 }
 
+/* A statement without any SQL in it is refused (SQLite would prepare it to
+ * no statement at all, and every job of the rule would fail). */
+static void test_empty_statement(void **state)
+{
+	(void)state;
+	expect_refused("", '?', "empty", (const char *)NULL);
+	expect_refused("", '$', "empty", (const char *)NULL);
+	expect_refused(" \t\r\n ", '?', "empty", (const char *)NULL);
+	expect_compile(" x ", '?', " x ", 0);
+}
+
 static void test_quotes_kept(void **state)
 {
 	(void)state;
@@ -574,6 +585,7 @@ int main(void)
 	    cmocka_unit_test(test_variable_twice),
 	    cmocka_unit_test(test_all_ten_names),
 	    cmocka_unit_test(test_no_variables),
+	    cmocka_unit_test(test_empty_statement),
 	    cmocka_unit_test(test_quotes_kept),
 	    cmocka_unit_test(test_variable_inside_quotes),
 	    cmocka_unit_test(test_unknown_variable),
