@@ -176,8 +176,10 @@ int main(int argc, char **argv)
 	cfg_registry *reg = cfg_registry_new();
 	static cfg_errors errs;
 	persist *bus = NULL;
+	state *st = NULL;
 	if (!reg || broker_config_register(reg, &cfg) ||
-	    !(bus = persist_new(reg, keepmq_backends))) {
+	    !(bus = persist_new(reg, keepmq_backends)) ||
+	    !(st = state_new(reg, keepmq_state_stores))) {
 		fprintf(stderr, "keepmq: cannot set up configuration\n");
 		goto out;
 	}
@@ -221,7 +223,7 @@ int main(int argc, char **argv)
 	/* libuv writes with write(2): a closed peer must give EPIPE, not kill us */
 	signal(SIGPIPE, SIG_IGN);
 	broker b;
-	if (broker_init(&b, &cfg, persist_backend_count(bus) ? bus : NULL)) {
+	if (broker_init(&b, &cfg, persist_backend_count(bus) ? bus : NULL, st)) {
 		broker_free(&b);
 		rc = 1;
 		goto out;
@@ -235,6 +237,7 @@ out:
 		cfg_registry_free(&reg);
 	}
 	persist_free(&bus);
+	state_free(&st);
 	broker_config_free(&cfg);
 	free(sets);
 	return rc;

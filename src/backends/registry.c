@@ -9,3 +9,8 @@ const backend_type *const keepmq_backends[] = {
 	&sqlite_backend,
 	NULL,
 };
+
+const state_store_type *const keepmq_state_stores[] = {
+	&sqlite_state_store,
+	NULL,
+};

@@ -5,5 +5,8 @@
 #include "persist/persist.h"
 
 extern const backend_type *const keepmq_backends[];
+#include "persist/state.h"
+/* The compiled-in broker state stores (NULL-terminated). */
+extern const state_store_type *const keepmq_state_stores[];
 
 #endif

@@ -48,11 +48,12 @@ static int load_auth(broker *b)
 	return 0;
 }
 
-int broker_init(broker *b, broker_config *cfg, persist *p)
+int broker_init(broker *b, broker_config *cfg, persist *p, state *st)
 {
 	memset(b, 0, sizeof(*b));
 	b->cfg = cfg;
 	b->persist = p;
+	b->state = st;
 	hooks_host_init(b);
 	b->started_ms = clock_wall_ms();
 	if (!cfg->listeners && broker_config_default_listener(cfg)) {
@@ -83,6 +84,9 @@ int broker_init(broker *b, broker_config *cfg, persist *p)
 	if (uv_loop_init(&b->main_loop))
 		return -1;
 	b->main_loop.data = b;
+	/* sessions and retained messages of the last run, before any client */
+	if (store_restore(b))
+		return -1;
 	return 0;
 }
 
@@ -143,7 +147,14 @@ int broker_run(broker *b)
 	uv_signal_start(&b->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&b->sigint, on_signal, SIGINT);
 	uv_signal_start(&b->sighup, on_signal, SIGHUP);
-	/* the backends before the workers: the first client's events need them */
+	/* the stores before the workers: the first client's events need them */
+	if (b->state) {
+		char err[400] = "";
+		if (state_start(b->state, &b->phost, err, sizeof(err))) {
+			log_error("%s", err);
+			return 1;
+		}
+	}
 	if (b->persist) {
 		char err[400] = "";
 		if (persist_start(b->persist, &b->phost, err, sizeof(err))) {
@@ -176,6 +187,7 @@ int broker_run(broker *b)
 	for (unsigned i = 0; i < b->nworkers; i++)
 		pthread_join(b->workers[i].thread, NULL);
 	/* what the clients' last events queued is written before we exit */
+	state_stop(b->state);
 	if (b->persist) {
 		uint64_t left = persist_pending(b->persist);
 		if (left)

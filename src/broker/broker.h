@@ -52,6 +52,7 @@
 #include "config/config.h"
 #include "mqtt/mqtt.h"
 #include "persist/persist.h"
+#include "persist/state.h"
 #include "util/buf.h"
 #include "util/hashmap.h"
 
@@ -187,6 +188,7 @@ typedef struct inbox_item {
 	uint8_t options; /* TARGETED: subscription options */
 	uint32_t sub_id; /* TARGETED */
 	kmq_msg *msg;    /* FANOUT, TARGETED: one reference */
+	state_tok *tok;  /* FANOUT, TARGETED: one hold of the publisher's sync token, or NULL */
 	handoff *ho;     /* HANDOFF: owned */
 	void (*fn)(struct worker *w, void *arg);
 	void *arg;
@@ -206,6 +208,7 @@ enum delivery_flags {
 /* One message on its way to one session. */
 typedef struct delivery {
 	kmq_msg *msg;
+	uint64_t sseq;      /* its row in the state store (store.c), 0 if none */
 	uint32_t *more_ids; /* further subscription ids (rare; malloc'd) */
 	uint32_t sub_id;    /* first subscription id, 0 if none */
 	uint16_t n_more;
@@ -257,6 +260,7 @@ typedef struct session {
 	uint8_t version;
 	bool clean_start;
 	bool persistent; /* survives disconnect (expiry > 0) */
+	bool stored;     /* written to the state store (store.c) */
 	uint32_t expiry_s;   /* session expiry interval; UINT32_MAX: never */
 	hashmap subs; /* full filter -> session_sub */
 	dq queue;     /* waiting to be sent */
@@ -275,6 +279,7 @@ typedef struct session {
 	ack_wait *ackq;    /* sync-mode acknowledgements, in PUBLISH order */
 	uint32_t ackq_n, ackq_cap;
 	uint64_t ack_seq;
+	uint64_t store_seq;    /* last state-store sequence number of a delivery */
 	uint32_t fetching;     /* on_message_fetch lookups running: live messages wait */
 	uint64_t fetch_due_ms; /* loop time after which they stop waiting */
 	uint32_t cid_len;
@@ -357,6 +362,7 @@ typedef struct worker {
 	uint32_t match_epoch;
 	uint64_t next_serial;
 	struct match_scratch *scratch;
+	state_tok *route_tok; /* while routing a sync-mode PUBLISH: its token (store.c) */
 	bool stopping;
 	worker_stats st;
 } worker;
@@ -375,6 +381,8 @@ typedef struct broker {
 	_Atomic int64_t listener_conns[256];
 	_Atomic bool stopping;
 	persist *persist;    /* the persistence framework (owned by main) */
+	state *state;        /* the broker state store, or NULL (owned by main) */
+	bool restoring;      /* loading the state store: changes are not written back */
 	persist_host phost;  /* its callbacks into the broker (hooks.c) */
 	uv_loop_t main_loop;
 	uv_signal_t sigterm, sigint, sighup;
@@ -386,7 +394,7 @@ typedef struct broker {
 
 /* broker.c */
 /* p (may be NULL) is the configured persistence bus; the caller owns it. */
-int broker_init(broker *b, broker_config *cfg, persist *p);
+int broker_init(broker *b, broker_config *cfg, persist *p, state *st);
 /* Runs until SIGTERM/SIGINT; returns the process exit code. */
 int broker_run(broker *b);
 void broker_free(broker *b);
@@ -521,6 +529,12 @@ void dq_free(dq *q);
 /* Stored messages answering an on_message_fetch for the subscription `filter`:
  * delivered before anything queued since the lookup began, oldest first,
  * skipping any already queued or in flight. Ends one fetch wait. */
+/* State store restore (store.c): arms the expiry of a session loaded
+ * offline, left_ms from now (UINT64_MAX: never); puts a stored delivery back
+ * (mstate 1/2: in flight with its packet id). 0, or -1 (not kept). */
+void session_restored(session *s, uint64_t left_ms);
+int session_restore_delivery(session *s, kmq_msg *m, uint8_t qos, uint8_t flags, uint32_t sub_id,
+                             uint64_t sseq, uint16_t pid, uint8_t mstate);
 void session_deliver_fetched(session *s, const char *filter, uint32_t flen, kmq_msg **msgs,
                              uint32_t n);
 
@@ -563,12 +577,44 @@ void hook_subscribed(session *s, mqtt_str full, uint8_t qos, bool retained);
 void hook_unsubscribed(session *s, mqtt_str full);
 /* message.publish of a client's PUBLISH; sends (or, in sync mode, queues)
  * its PUBACK/PUBREC. Returns 0, -1 if the connection was closed. */
-int hook_publish(conn *c, kmq_msg *m, uint16_t pid);
+/* stored_seq: non-zero if the state store will report this ack sequence
+ * number once the message's stored copies committed (store_publish_end). */
+int hook_publish(conn *c, kmq_msg *m, uint16_t pid, uint64_t stored_seq);
 void hook_will_published(worker *w, kmq_msg *m);
 void hook_delivered(session *s, kmq_msg *m, uint8_t qos);
 void hook_acked(session *s, kmq_msg *m);
 /* The connection went: pending sync acknowledgements are forgotten. */
 void hooks_session_offline(session *s);
+
+/* store.c: the broker's state in the state store (persist/state.h). Every
+ * function is a no-op when no store is configured. */
+/* Loads sessions, subscriptions, queued and retained messages (broker_init,
+ * before the workers run). Returns 0, -1 if the store cannot be read. */
+int store_restore(broker *b);
+/* After CONNECT (or a DISCONNECT that changed the expiry) decided whether s is
+ * persistent: writes it (with everything it holds, the first time) or
+ * removes it. online: whether a connection is attached. */
+void store_session_sync(session *s, bool online);
+/* The session was destroyed (expired, clean start): its rows go. */
+void store_session_del(session *s);
+void store_sub_put(session *s, mqtt_str full, uint8_t options, uint32_t sub_id);
+void store_sub_del(session *s, mqtt_str full);
+/* A QoS 1/2 delivery to a stored session: returns its sequence number (0 if
+ * not stored). Holds the routing token of a sync-mode PUBLISH, if any. */
+uint64_t store_msg_add(session *s, kmq_msg *m, uint8_t qos, uint8_t flags, uint32_t sub_id);
+/* mstate 1: QoS 2 PUBLISH sent with pid; 2: PUBREC received, PUBREL sent. */
+void store_msg_pid(session *s, uint64_t sseq, uint16_t pid, uint8_t mstate);
+void store_msg_del(session *s, uint64_t sseq);
+/* A retained message set (or, empty, cleared) by broker_publish. */
+void store_retain(worker *w, kmq_msg *m);
+/* Around broker_publish of a client's QoS 1/2 PUBLISH: in sync mode begins a
+ * token (w->route_tok) and returns its ack sequence number; end returns 0 if
+ * nothing waited on it (no ack needed), else the sequence the host's
+ * ack_done will report. */
+void store_publish_begin(conn *c, kmq_msg *m);
+uint64_t store_publish_end(worker *w);
+/* Releases an inbox item's token hold. */
+void store_tok_release(broker *b, state_tok **t);
 
 /* sys.c */
 void sys_start(broker *b);

@@ -380,6 +380,7 @@ static void finish(conn *c, const mqtt_connect *ck)
 			s->ulen = ck->username.len;
 		}
 	}
+	store_session_sync(s, true);
 	session_set_will(s, will, ck->version == MQTT_V5 && (ck->will_props.present & MQTT_PF_WILL_DELAY)
 	                                  ? ck->will_props.will_delay
 	                                  : 0);

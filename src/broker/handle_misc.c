@@ -28,6 +28,7 @@ int handle_disconnect(conn *c, const mqtt_packet *pkt)
 			s->persistent = e > 0;
 			if (was != s->persistent)
 				STAT_ADD(c->w, sessions_persistent, s->persistent ? 1 : -1);
+			store_session_sync(s, true);
 		}
 	}
 	/* Only 0x00 (normal disconnection) discards the will (MQTT-3.14.4-3,

@@ -153,14 +153,16 @@ int handle_publish(conn *c, const mqtt_packet *pkt)
 		return -1;
 	}
 	msgid_next(&w->ids, mi.now_ms, msg->id);
+	store_publish_begin(c, msg);
 	broker_publish(w, msg);
+	uint64_t stored_seq = store_publish_end(w);
 	if (c->state != CONN_ACTIVE) {
 		msg_unref(&msg);
 		return -1;
 	}
 	/* message.publish rules, and the PUBACK/PUBREC (held back in sync mode
-	 * until the backend has committed) */
-	int rc = hook_publish(c, msg, pb->packet_id);
+	 * until the backends and the state store have committed) */
+	int rc = hook_publish(c, msg, pb->packet_id, stored_seq);
 	msg_unref(&msg);
 	return rc;
 }

@@ -163,8 +163,18 @@ static void ackq_flush(session *s)
 		memmove(s->ackq, s->ackq + 1, (s->ackq_n - 1) * sizeof(ack_wait));
 		s->ackq_n--;
 		if (c && c->state == CONN_ACTIVE) {
-			uint8_t rc = a.ok || c->version != MQTT_V5 ? 0 : MQTT_RC_UNSPECIFIED_ERROR;
-			send_ack(c, a.type, a.pid, rc);
+			if (!a.ok && c->version != MQTT_V5) {
+				/* MQTT 3 has no negative PUBACK: a PUBACK would tell the
+				 * client the message is safe when it is not. Closing makes
+				 * it resend the PUBLISH (and the rest it has in flight)
+				 * after reconnecting. */
+				log_warning("client %s: a sync write of its message failed; closing the "
+				            "connection so that it resends", s->client_id);
+				conn_shutdown(c, MQTT_RC_UNSPECIFIED_ERROR, false);
+				hooks_session_offline(s);
+				return;
+			}
+			send_ack(c, a.type, a.pid, a.ok ? 0 : MQTT_RC_UNSPECIFIED_ERROR);
 		}
 	}
 	if (s->ackq_n == 0) {
@@ -187,13 +197,14 @@ void hooks_session_offline(session *s)
 	s->ackq_n = s->ackq_cap = 0;
 }
 
-int hook_publish(conn *c, kmq_msg *m, uint16_t pid)
+int hook_publish(conn *c, kmq_msg *m, uint16_t pid, uint64_t stored_seq)
 {
 	session *s = c->s;
 	persist *p = c->w->b->persist;
 	uint8_t type = m->qos == 2 ? MQTT_PUBREC : MQTT_PUBACK;
 	int n = 0;
-	uint64_t seq = 0;
+	uint64_t seq = stored_seq;
+	uint32_t extra = stored_seq ? 1 : 0; /* the state store's report */
 	if (persist_wants(p, HOOK_MESSAGE_PUBLISH)) {
 		char peer[64];
 		hook_event ev = {.point = HOOK_MESSAGE_PUBLISH, .qos = m->qos,
@@ -201,12 +212,12 @@ int hook_publish(conn *c, kmq_msg *m, uint16_t pid)
 		fill_client(&ev, s, c, peer, sizeof(peer));
 		ev.ts_ms = m->ts_ms;
 		if (m->qos > 0 && persist_sync_publish(p))
-			ev.ack_seq = seq = ++s->ack_seq;
+			ev.ack_seq = seq = seq ? seq : ++s->ack_seq;
 		n = persist_fire(p, &ev);
 	}
 	if (m->qos == 0)
 		return 0;
-	if (n == 0 && s->ackq_n == 0)
+	if (n == 0 && !extra && s->ackq_n == 0)
 		return send_ack(c, type, pid, 0);
 	if (s->ackq_n == s->ackq_cap) {
 		uint32_t nc = s->ackq_cap ? s->ackq_cap * 2 : 8;
@@ -219,7 +230,8 @@ int hook_publish(conn *c, kmq_msg *m, uint16_t pid)
 		s->ackq_cap = nc;
 	}
 	s->ackq[s->ackq_n++] = (ack_wait){.seq = seq, .pid = pid, .type = type,
-	                                  .pending = n > 0 ? (uint32_t)n : 0, .ok = n >= 0};
+	                                  .pending = (n > 0 ? (uint32_t)n : 0) + extra,
+	                                  .ok = n >= 0};
 	if (s->ackq_n >= ACKQ_LIMIT && !(c->flags & CF_ACKQ_FULL)) {
 		c->flags |= CF_ACKQ_FULL;
 		conn_read_stop(c);

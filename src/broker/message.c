@@ -110,6 +110,132 @@ uint32_t msg_remaining_expiry(const kmq_msg *m, uint64_t now_ms)
 	return left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
 }
 
+/* ---------------------------------------------------------------- stored form */
+
+#define ENC_MAGIC 0x4b /* 'K' */
+#define ENC_VERSION 1
+#define ENC_FIXED (2 + 3 + 8 + 8 + 16 + 4)
+#define ENC_NSTR 8
+
+static const mqtt_str *enc_strs(const kmq_msg *m, const mqtt_str *out[ENC_NSTR])
+{
+	out[0] = &m->topic;
+	out[1] = &m->payload;
+	out[2] = &m->origin;
+	out[3] = &m->origin_user;
+	out[4] = &m->content_type;
+	out[5] = &m->response_topic;
+	out[6] = &m->correlation_data;
+	out[7] = &m->user_props;
+	return out[0];
+}
+
+size_t msg_encoded_size(const kmq_msg *m)
+{
+	const mqtt_str *s[ENC_NSTR];
+	enc_strs(m, s);
+	size_t n = ENC_FIXED;
+	for (int i = 0; i < ENC_NSTR; i++)
+		n += 4 + s[i]->len;
+	return n;
+}
+
+static uint8_t *put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		*p++ = (uint8_t)(v >> (8 * i));
+	return p;
+}
+
+static uint8_t *put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		*p++ = (uint8_t)(v >> (8 * i));
+	return p;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+void msg_encode(const kmq_msg *m, uint8_t *out)
+{
+	const mqtt_str *s[ENC_NSTR];
+	enc_strs(m, s);
+	uint8_t *p = out;
+	*p++ = ENC_MAGIC;
+	*p++ = ENC_VERSION;
+	*p++ = m->qos;
+	*p++ = m->flags;
+	*p++ = m->payload_format;
+	p = put64(p, m->ts_ms);
+	p = put64(p, m->expiry_at_ms);
+	memcpy(p, m->id, 16);
+	p += 16;
+	p = put32(p, m->n_user_props);
+	for (int i = 0; i < ENC_NSTR; i++) {
+		p = put32(p, s[i]->len);
+		if (s[i]->len)
+			memcpy(p, s[i]->p, s[i]->len);
+		p += s[i]->len;
+	}
+}
+
+kmq_msg *msg_decode(const uint8_t *in, size_t n)
+{
+	if (n < ENC_FIXED || in[0] != ENC_MAGIC || in[1] != ENC_VERSION || in[2] > 2)
+		return NULL;
+	/* first pass: the lengths must add up to exactly n */
+	size_t off = ENC_FIXED, body = 0;
+	uint32_t len[ENC_NSTR];
+	for (int i = 0; i < ENC_NSTR; i++) {
+		if (n - off < 4)
+			return NULL;
+		len[i] = get32(in + off);
+		off += 4;
+		if (n - off < len[i])
+			return NULL;
+		off += len[i];
+		body += len[i];
+	}
+	if (off != n || len[0] == 0 || memchr(in + ENC_FIXED + 4, 0, len[0]))
+		return NULL;
+	kmq_msg *m = malloc(sizeof(kmq_msg) + body + 1);
+	if (!m)
+		return NULL;
+	memset(m, 0, sizeof(*m));
+	atomic_init(&m->refs, 1);
+	m->qos = in[2];
+	m->flags = in[3];
+	m->payload_format = in[4];
+	m->ts_ms = get64(in + 5);
+	m->expiry_at_ms = get64(in + 13);
+	memcpy(m->id, in + 21, 16);
+	m->n_user_props = get32(in + 37);
+	mqtt_str *dst[ENC_NSTR] = {&m->topic, &m->payload, &m->origin, &m->origin_user,
+	                           &m->content_type, &m->response_topic, &m->correlation_data,
+	                           &m->user_props};
+	uint8_t *p = m->data;
+	off = ENC_FIXED;
+	for (int i = 0; i < ENC_NSTR; i++) {
+		off += 4;
+		p = put(p, dst[i], (mqtt_str){in + off, len[i]});
+		off += len[i];
+		if (i == 0)
+			*p++ = 0; /* the topic is NUL-terminated */
+	}
+	return m;
+}
+
 void msgid_gen_init(msgid_gen *g, unsigned worker)
 {
 	uint64_t r = 0;

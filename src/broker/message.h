@@ -90,6 +90,14 @@ static inline size_t msg_size(const kmq_msg *m)
 	       m->user_props.len;
 }
 
+/* The stored form of a message (broker state store): every field, versioned,
+ * little-endian lengths. msg_encode writes msg_encoded_size(m) bytes into out.
+ * msg_decode checks every length against n and returns a new message with one
+ * reference, or NULL if the bytes are not a message of this format. */
+size_t msg_encoded_size(const kmq_msg *m);
+void msg_encode(const kmq_msg *m, uint8_t *out);
+kmq_msg *msg_decode(const uint8_t *p, size_t n);
+
 /* Message ids: 128-bit, time-ordered. The first 8 bytes are big-endian
  * (ms since epoch << 16 | sequence), so byte order = publish order; the last
  * 8 are the generator's instance (random per start) and worker. The 32-char

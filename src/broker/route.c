@@ -179,6 +179,8 @@ static void shared_pick(void *ctxp, const shared_member *m)
 	}
 	it->kind = INBOX_TARGETED;
 	it->msg = msg_ref(c->msg);
+	if (w->route_tok)
+		it->tok = state_tok_hold(w->route_tok);
 	it->options = m->options;
 	it->sub_id = m->sub_id;
 	it->cid_len = m->cid_len;
@@ -192,6 +194,8 @@ uint32_t broker_publish(worker *w, kmq_msg *msg)
 	broker *b = w->b;
 	if ((msg->flags & MSG_F_RETAIN) && b->cfg->retain_available) {
 		int r = retain_set(&b->retained, msg);
+		if (r == RETAIN_STORED || r == RETAIN_DELETED)
+			store_retain(w, msg);
 		if (r == RETAIN_FULL) {
 			static log_ratelimit rl;
 			log_ratelimited(&rl, 60000, LOG_WARNING,
@@ -211,6 +215,8 @@ uint32_t broker_publish(worker *w, kmq_msg *msg)
 		}
 		it->kind = INBOX_FANOUT;
 		it->msg = msg_ref(msg);
+		if (w->route_tok)
+			it->tok = state_tok_hold(w->route_tok);
 		worker_post(w, i, it);
 	}
 	shared_ctx sc = {w, msg, 0};

@@ -35,6 +35,18 @@ static void dlv_release(delivery *d)
 	d->more_ids = NULL;
 }
 
+/* A delivery leaves the session for good (acknowledged, dropped, expired):
+ * its stored row goes too. (Deliveries freed with the session or at
+ * shutdown use dlv_release: their rows stay, or go with the session's.) */
+static void dlv_finish(session *s, delivery *d)
+{
+	if (d->sseq) {
+		store_msg_del(s, d->sseq);
+		d->sseq = 0;
+	}
+	dlv_release(d);
+}
+
 static int dq_push(dq *q, delivery *d)
 {
 	if (q->n == q->cap) {
@@ -161,6 +173,7 @@ void session_destroy(session **sp)
 	if (s->will && !w->stopping)
 		session_publish_will(s);
 	msg_unref(&s->will);
+	store_session_del(s);
 	session_unsubscribe_all(s);
 	hm_free(&s->subs);
 	dq_free(&s->queue);
@@ -264,6 +277,34 @@ void session_detach(session *s, uint8_t rc, bool publish_will)
 	if (s->expiry_s != UINT32_MAX)
 		s->expiry_due_ms = now + (uint64_t)s->expiry_s * 1000u;
 	arm_timer(s);
+	store_session_sync(s, false); /* offline since now: expiry counts from here */
+}
+
+void session_restored(session *s, uint64_t left_ms)
+{
+	if (left_ms != UINT64_MAX)
+		s->expiry_due_ms = worker_now(s->w) + left_ms;
+	arm_timer(s);
+}
+
+int session_restore_delivery(session *s, kmq_msg *m, uint8_t qos, uint8_t flags, uint32_t sub_id,
+                             uint64_t sseq, uint16_t pid, uint8_t mstate)
+{
+	delivery d = {.msg = msg_ref(m), .sseq = sseq, .qos = qos,
+	              .flags = (uint8_t)(flags & DLV_RETAIN), .sub_id = sub_id};
+	if (mstate && pid) {
+		/* it was sent: the same packet id again, with DUP, or the PUBREL */
+		d.pid = pid;
+		d.flags |= DLV_DUP;
+		if (mstate == 2)
+			d.flags |= DLV_PUBREL;
+		if (dq_push(&s->inflight, &d) == 0)
+			return 0;
+	} else if (dq_push(&s->queue, &d) == 0) {
+		return 0;
+	}
+	dlv_release(&d);
+	return -1;
 }
 
 void session_detach_for_takeover(session *s, bool clean_start)
@@ -327,15 +368,15 @@ static void enqueue(session *s, delivery *d)
 	if (s->queue.n >= (uint64_t)cfg->max_mqueue_len) {
 		count_drop(w, &w->st.dropped_queue_full);
 		if (cfg->mqueue_drop == MQUEUE_DROP_NEWEST) {
-			dlv_release(d);
+			dlv_finish(s, d);
 			return;
 		}
 		delivery old = dq_pop(&s->queue);
-		dlv_release(&old);
+		dlv_finish(s, &old);
 	}
 	if (dq_push(&s->queue, d)) {
 		count_drop(w, &w->st.dropped_queue_full);
-		dlv_release(d);
+		dlv_finish(s, d);
 	}
 }
 
@@ -345,19 +386,22 @@ static void send_inflight(session *s, delivery *d)
 	d->pid = next_pid(s);
 	if (dq_push(&s->inflight, d)) {
 		count_drop(s->w, &s->w->st.dropped_queue_full);
-		dlv_release(d);
+		dlv_finish(s, d);
 		return;
 	}
 	delivery *in = dq_at(&s->inflight, s->inflight.n - 1);
 	int r = send_publish(s->c, in);
-	if (r == 0)
+	if (r == 0) {
+		if (in->qos == 2)
+			store_msg_pid(s, in->sseq, in->pid, 1);
 		hook_delivered(s, in->msg, in->qos);
+	}
 	if (r == 1) {
 		/* larger than the client accepts: discarded, and as the spec
 		 * says, treated as if it had been delivered */
 		count_drop(s->w, &s->w->st.dropped_too_large);
 		delivery gone = dq_remove_at(&s->inflight, s->inflight.n - 1);
-		dlv_release(&gone);
+		dlv_finish(s, &gone);
 	}
 }
 
@@ -407,6 +451,8 @@ void session_deliver(session *s, kmq_msg *msg, uint8_t qos, uint8_t flags, const
 		}
 	}
 	msg_ref(msg);
+	if (qos && s->stored)
+		d.sseq = store_msg_add(s, msg, qos, flags, d.sub_id);
 	conn *c = s->c;
 	if (!c || c->state != CONN_ACTIVE) {
 		if (qos == 0 && !cfg->mqueue_store_qos0) {
@@ -459,7 +505,7 @@ void session_pump(session *s)
 			if (msg_expired(d->msg, now)) {
 				delivery gone = dq_pop(&s->queue);
 				count_drop(s->w, &s->w->st.dropped_expired);
-				dlv_release(&gone);
+				dlv_finish(s, &gone);
 				continue;
 			}
 		}
@@ -502,7 +548,7 @@ static void send_unsent_inflight(session *s)
 		if (send_publish(c, d) == 1) {
 			count_drop(s->w, &s->w->st.dropped_too_large);
 			delivery gone = dq_remove_at(&s->inflight, i);
-			dlv_release(&gone);
+			dlv_finish(s, &gone);
 			continue;
 		}
 		i++;
@@ -544,6 +590,7 @@ int session_ack(session *s, uint16_t pid, uint8_t type, uint8_t rc)
 			/* as the original: message.acked on PUBREC for QoS 2 */
 			hook_acked(s, d->msg);
 			d->flags |= DLV_PUBREL;
+			store_msg_pid(s, d->sseq, pid, 2);
 			if (s->c)
 				send_ack(s->c, MQTT_PUBREL, pid, 0);
 			return 0;
@@ -557,7 +604,7 @@ int session_ack(session *s, uint16_t pid, uint8_t type, uint8_t rc)
 		return -1;
 	}
 	delivery gone = dq_remove_at(&s->inflight, i);
-	dlv_release(&gone);
+	dlv_finish(s, &gone);
 	if (s->c && s->inflight.n >= s->window)
 		send_unsent_inflight(s); /* held back after a reconnect */
 	session_pump(s);
@@ -647,6 +694,7 @@ int session_subscribe(session *s, mqtt_str full, uint8_t options, uint32_t sub_i
 		}
 		sub->options = options;
 		sub->sub_id = sub_id;
+		store_sub_put(s, full, options, sub_id);
 		return 0;
 	}
 	sub = calloc(1, sizeof(*sub) + full.len + 1);
@@ -678,6 +726,7 @@ int session_subscribe(session *s, mqtt_str full, uint8_t options, uint32_t sub_i
 		goto fail;
 	}
 	STAT_ADD(w, subscriptions, 1);
+	store_sub_put(s, full, options, sub_id);
 	return 0;
 fail:
 	free(sub);
@@ -705,6 +754,7 @@ int session_unsubscribe(session *s, mqtt_str full)
 	session_sub *sub = hm_remove(&s->subs, full.p, full.len);
 	if (!sub)
 		return -1;
+	store_sub_del(s, full);
 	sub_remove(s, sub);
 	return 0;
 }
@@ -798,6 +848,8 @@ void session_deliver_fetched(session *s, const char *filter, uint32_t flen, kmq_
 				dlv_release(&d);
 				continue;
 			}
+			if (d.qos && s->stored)
+				d.sseq = store_msg_add(s, m, d.qos, flags, d.sub_id);
 			if (!zero) {
 				if (!sub->fetched)
 					sub->fetched = calloc(1, 16);

@@ -96,6 +96,8 @@ static void item_free(inbox_item *it)
 	if (it->kind == INBOX_CALL && it->fn)
 		it->fn(NULL, it->arg); /* never run: let it free its argument */
 	msg_unref(&it->msg);
+	if (it->tok)
+		state_tok_release(NULL, &it->tok, true);
 	if (it->ho) {
 		if (it->ho->fd >= 0)
 			close(it->ho->fd);
@@ -110,8 +112,11 @@ static void handle_item(worker *w, inbox_item *it)
 {
 	switch (it->kind) {
 	case INBOX_FANOUT:
+		/* a sync PUBLISH's stored copies here hold its token too */
+		w->route_tok = it->tok;
 		if (!w->stopping)
 			route_local(w, it->msg);
+		w->route_tok = NULL;
 		break;
 	case INBOX_TARGETED: {
 		session *s = hm_get(&w->sessions, it->cid, it->cid_len);
@@ -130,8 +135,10 @@ static void handle_item(worker *w, inbox_item *it)
 			STAT_INC(w, dropped_denied);
 			break;
 		}
+		w->route_tok = it->tok;
 		session_deliver(s, it->msg, qos, flags, it->sub_id ? &it->sub_id : NULL,
 		                it->sub_id ? 1 : 0);
+		w->route_tok = NULL;
 		break;
 	}
 	case INBOX_HANDOFF:

@@ -560,3 +560,22 @@ def test_permanent_failure_then_outage_writes_each_message_once(broker_factory, 
     assert m["matched"] == total and m["failed"] == 0
     r2 = rule_metrics(metrics(b.port, store), "message.publish.2")
     assert r2["failed"] == total and r2["success"] == 0
+
+
+def test_sync_write_failure_is_never_acknowledged_as_success(broker_factory, store):
+    """A sync write that fails for good: MQTT 5 gets PUBACK with 0x80, MQTT
+    3.1.1 (which has no negative PUBACK) gets no PUBACK at all - the broker
+    closes the connection so the client resends after reconnecting."""
+    failing = FAILING_ACTION.get(store.name)
+    assert failing, f"no failing raw action for {store.name}: add one to FAILING_ACTION"
+    c = (store.conf() + store.rule("message.publish", 1, failing, topic="t/#")
+         + f"backend.{store.name}.delivery_mode = sync\n")
+    b = broker_factory(conf=c, workers=2)
+    v5 = R.raw_connect(b.port, "fail-v5", version=5)
+    v5.send(R.publish("t/x", b"v5", qos=1, pid=3, version=5))
+    a = R.expect_skip(v5, R.PUBACK, timeout=10)
+    assert (a.pid, a.rc) == (3, 0x80)
+    v4 = R.raw_connect(b.port, "fail-v4", version=4)
+    v4.send(R.publish("t/x", b"v4", qos=1, pid=4))
+    assert v4.closed(timeout=10), "an MQTT 3.1.1 client got no close after a failed sync write"
+    assert "closing the connection so that it resends" in b.log()

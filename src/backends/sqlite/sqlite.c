@@ -237,7 +237,7 @@ static void be_close(pconn **cp)
 }
 
 /* mkdir -p of the file's directory */
-static void make_parent(const char *path)
+void sqlite_make_parent(const char *path)
 {
 	char *d = strdup(path);
 	if (!d)
@@ -268,7 +268,7 @@ static int be_open(const void *cfgp, const persist_host *host, pconn **out, char
 	}
 	c->base.drv = &sqlite_driver;
 	c->base.host = host;
-	make_parent(cfg->database);
+	sqlite_make_parent(cfg->database);
 	int rc = sqlite3_open_v2(cfg->database, &c->db,
 	                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {

@@ -12,4 +12,11 @@ extern const backend_type sqlite_backend;
 /* The schema (etc/sql/sqlite.sql, embedded at build time). */
 extern const char sqlite_schema_sql[];
 
+/* Creates the directories above a file path (best effort). */
+void sqlite_make_parent(const char *path);
+
+/* The broker state store in SQLite (state.c). */
+#include "persist/state.h"
+extern const state_store_type sqlite_state_store;
+
 #endif
