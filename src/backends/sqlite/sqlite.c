@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <sqlite3.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,7 @@ struct pconn {
 	stmt_slot *stmts;
 	size_t nstmts, cap;
 	sqlite3_stmt *begin, *commit, *rollback;
+	uint64_t busy_timeout_ms;
 	char err[256];
 };
 
@@ -237,6 +239,16 @@ static void be_close(pconn **cp)
 }
 
 /* mkdir -p of the file's directory */
+int sqlite_busy_wait(void *arg, int n)
+{
+	const uint64_t *timeout_ms = arg;
+	if ((uint64_t)n * SQLITE_BUSY_STEP_US >= *timeout_ms * 1000u)
+		return 0;
+	struct timespec ts = {0, SQLITE_BUSY_STEP_US * 1000L};
+	nanosleep(&ts, NULL);
+	return 1;
+}
+
 void sqlite_make_parent(const char *path)
 {
 	char *d = strdup(path);
@@ -276,7 +288,8 @@ static int be_open(const void *cfgp, const persist_host *host, pconn **out, char
 		         c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
 		goto fail;
 	}
-	sqlite3_busy_timeout(c->db, (int)cfg->busy_timeout_ms);
+	c->busy_timeout_ms = cfg->busy_timeout_ms;
+	sqlite3_busy_handler(c->db, sqlite_busy_wait, &c->busy_timeout_ms);
 	sqlite3_extended_result_codes(c->db, 1);
 	char *emsg = NULL;
 	char pragmas[160];

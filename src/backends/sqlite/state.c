@@ -15,9 +15,8 @@
  * The connection is its own (the backend's pool connections may use the same
  * file): WAL, so readers never block it, and `synchronous = NORMAL`, under
  * which a committed transaction survives the process being killed (only a
- * power cut can lose the last commits). Two writers to one file take turns;
- * SQLite's own busy handler sleeps up to 100 ms between tries, far longer
- * than our transactions last, so a handler that waits in small steps is used.
+ * power cut can lose the last commits). Two writers to one file take turns,
+ * waiting for each other in short steps (sqlite_busy_wait).
  */
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -96,16 +95,7 @@ typedef struct sdb {
 	size_t cap;
 } sdb;
 
-/* Waits in 200 us steps, up to 10 s, for the other writer's transaction. */
-static int busy_wait(void *arg, int n)
-{
-	(void)arg;
-	if (n >= 50000)
-		return 0;
-	struct timespec ts = {0, 200000};
-	nanosleep(&ts, NULL);
-	return 1;
-}
+static const uint64_t busy_timeout_ms = 10000;
 
 static void st_close(void **dbp)
 {
@@ -136,7 +126,7 @@ static int st_open(const char *file, void **out, char *err, size_t errlen)
 		         d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(rc));
 		goto fail;
 	}
-	sqlite3_busy_handler(d->db, busy_wait, NULL);
+	sqlite3_busy_handler(d->db, sqlite_busy_wait, (void *)&busy_timeout_ms);
 	sqlite3_extended_result_codes(d->db, 1);
 	char *emsg = NULL;
 	if (sqlite3_exec(d->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;", NULL,
