@@ -308,3 +308,51 @@ def test_unusable_state_file_refuses_to_start(broker_factory, tmpdir_path):
     b.returncode = b.proc.wait(10)
     assert b.returncode != 0
     assert "state store" in b.log() and "state.db" in b.log()
+
+
+def test_full_filesystem_holds_sync_acks_then_loses_nothing(broker_factory, tmpdir_path):
+    """The state store's filesystem fills up (a tmpfs, so this needs root,
+    as CI has): sync PUBACKs wait, the broker retries, and once space is
+    back every message is acknowledged and, after kill -9, delivered."""
+    import errno
+    import subprocess
+    mnt = os.path.join(tmpdir_path, "fs")
+    os.makedirs(mnt)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "keepmq-state-test", mnt],
+                   check=True, capture_output=True, text=True)
+    try:
+        c = f"state.store = sqlite\nstate.file = {mnt}/state.db\nstate.delivery_mode = sync\n"
+        b = broker_factory(c, workers=2)
+        r = persistent(b.port, "fsub")
+        sub_ack(r, [("big/#", 1)])
+        r.close()
+        wait_until(lambda: os.path.getsize(os.path.join(mnt, "state.db-wal")) > 0, what="wal")
+        filler = os.path.join(mnt, "filler")
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        for chunk in (1 << 20, 65536, 4096, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+        os.close(fd)
+        p = raw_connect(b.port, "fpub")
+        n = 40
+        for i in range(n):  # 40 x 64 KiB: more than any space the WAL file already has
+            p.send(publish("big/x", bytes([i]) * 65536, qos=1, pid=i + 1))
+        wait_until(lambda: "state store: writing" in b.log(), timeout=20,
+                   what="the broker tried to write and failed")
+        with pytest.raises(TimeoutError):
+            p.recv(0.5)  # nothing acknowledged while the writes fail
+        os.unlink(filler)
+        pids = sorted(p.expect(PUBACK, timeout=30).pid for _ in range(n))
+        assert pids == list(range(1, n + 1))
+        b = restart(broker_factory, b, kill=True, workers=2)
+        r = Raw(b.port)
+        assert r.connect("fsub", clean=False).session_present
+        got = recv_publishes(r, n, timeout=20)
+        assert [m.payload for m in got] == [bytes([i]) * 65536 for i in range(n)]
+        assert b.stop() == 0
+    finally:
+        if subprocess.run(["umount", mnt], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", mnt], capture_output=True)
