@@ -112,6 +112,21 @@ static void publish_stats(worker *w, void *arg)
 	PUB_U("metrics/connections/refused", T(conn_refused));
 #undef PUB_U
 #undef T
+	if (state_enabled(b->state)) {
+		/* the broker state store: changes submitted, transactions committed,
+		 * failed transactions retried, changes dropped, changes waiting */
+		state_stats ss;
+		state_get_stats(b->state, &ss);
+		snprintf(topic, sizeof(topic), "$SYS/brokers/%s/state/metrics", b->cfg->node_name);
+		char json[256];
+		snprintf(json, sizeof(json),
+		         "{\"ops\": %llu, \"commits\": %llu, \"retries\": %llu, \"dropped\": %llu, "
+		         "\"queued\": %llu}",
+		         (unsigned long long)ss.ops, (unsigned long long)ss.commits,
+		         (unsigned long long)ss.retries, (unsigned long long)ss.dropped,
+		         (unsigned long long)ss.queued);
+		publish_text(w, topic, json, true);
+	}
 	if (persist_backend_count(b->persist)) {
 		char *json = persist_metrics_json(b->persist);
 		if (json) {

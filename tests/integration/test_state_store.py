@@ -356,3 +356,24 @@ def test_full_filesystem_holds_sync_acks_then_loses_nothing(broker_factory, tmpd
     finally:
         if subprocess.run(["umount", mnt], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", mnt], capture_output=True)
+
+
+def test_state_metrics_on_sys(broker_factory):
+    import json
+    b = broker_factory(conf("sync", "broker.sys_interval = 1s\n"), workers=2)
+    r = persistent(b.port, "metered")
+    sub_ack(r, [("m/#", 1)])
+    r.close()
+    p = raw_connect(b.port, "pub")
+    for i in range(10):
+        publish_ack(p, "m/1", b"x", qos=1, pid=i + 1)
+    s = raw_connect(b.port, "watch")
+    sub_ack(s, [("$SYS/brokers/+/state/metrics", 0)])
+    m = {}
+    deadline = time.time() + 10
+    while time.time() < deadline and m.get("ops", 0) < 12:
+        [pkt] = recv_publishes(s, 1)
+        m = json.loads(pkt.payload)
+    # a session row, a subscription row, ten queued messages
+    assert m["ops"] >= 12 and m["commits"] >= 1
+    assert m["dropped"] == 0 and m["queued"] == 0
