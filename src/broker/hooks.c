@@ -170,8 +170,9 @@ static void ackq_flush(session *s)
 				 * after reconnecting. */
 				log_warning("client %s: a sync write of its message failed; closing the "
 				            "connection so that it resends", s->client_id);
-				conn_shutdown(c, MQTT_RC_UNSPECIFIED_ERROR, false);
+				/* forget the rest first: closing may end (and free) the session */
 				hooks_session_offline(s);
+				conn_shutdown(c, MQTT_RC_UNSPECIFIED_ERROR, false);
 				return;
 			}
 			send_ack(c, a.type, a.pid, a.ok ? 0 : MQTT_RC_UNSPECIFIED_ERROR);
@@ -237,7 +238,8 @@ int hook_publish(conn *c, kmq_msg *m, uint16_t pid, uint64_t stored_seq)
 		conn_read_stop(c);
 	}
 	ackq_flush(s);
-	return 0;
+	/* a failed write of an MQTT 3 client closes its connection */
+	return c->state == CONN_ACTIVE ? 0 : -1;
 }
 
 /* ---------------------------------------------------------------- answers */

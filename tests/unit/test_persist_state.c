@@ -152,9 +152,11 @@ static state *start(cfg_registry **reg, const char *conf)
 
 static void finish(state **st, cfg_registry **reg)
 {
-	state_free(st);
+	/* as main() does: the registry frees the strings it stored in *st first */
+	state_stop(*st);
 	cfg_release(*reg);
 	cfg_registry_free(reg);
+	state_free(st);
 }
 
 static state_op *op_seq(uint64_t seq, state_tok *tok)
@@ -286,9 +288,9 @@ static void test_unknown_store_names_the_key(void **unused)
 	assert_non_null(strstr(errs.e[0].msg, "state.store"));
 	assert_non_null(strstr(errs.e[0].msg, "none, fake"));
 	assert_false(state_enabled(st));
-	state_free(&st);
 	cfg_release(reg);
 	cfg_registry_free(&reg);
+	state_free(&st);
 }
 
 /* ---------------------------------------------------------------- stored messages */
