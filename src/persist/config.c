@@ -11,8 +11,13 @@
  * reported with its own file and line: invalid JSON, an unknown key, an
  * action with both `function` and a raw action, a function the backend does
  * not have or that cannot run on that hook point, a malformed topic filter,
- * a raw statement that does not compile. References to pools are checked in
- * persist_config_finish, when every file has been read.
+ * a raw statement that does not compile, a key the backend has no use for
+ * (`expired_time` is Redis's, `payload_format` MongoDB's), a `topic` on a
+ * hook point whose events have none (client.connected, client.disconnected,
+ * session.created: it would never match). None of these is ignored with a
+ * warning: the spec's examples use them only where they mean something.
+ * References to pools are checked in persist_config_finish, when every file
+ * has been read.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -465,6 +470,15 @@ static int set_rule(void *target, const char *const *cap, int ncap, const cfg_va
 				         json_string_value(val));
 				goto fail;
 			}
+			if (point == HOOK_CLIENT_CONNECTED || point == HOOK_CLIENT_DISCONNECTED ||
+			    point == HOOK_SESSION_CREATED) {
+				/* their events carry no topic: the filter would never match */
+				snprintf(err, errlen,
+				         "\"topic\" cannot be used on %s: its events have no topic, so the "
+				         "rule would never run (remove \"topic\")",
+				         hook_names[point]);
+				goto fail;
+			}
 			r->topic = strndup((const char *)f.p, f.len);
 			r->topic_len = f.len;
 		} else if (strcmp(k, "pool") == 0) {
@@ -508,12 +522,29 @@ static int set_rule(void *target, const char *const *cap, int ncap, const cfg_va
 				}
 			}
 		} else if (strcmp(k, "expired_time") == 0) {
+			/* Redis's key (its message hashes' expiry); no other backend
+			 * has a use for it, so elsewhere it is an error, not ignored */
+			if (strcmp(be->type->name, "redis") != 0) {
+				snprintf(err, errlen,
+				         "\"expired_time\" is a Redis rule key: no %s function or raw action "
+				         "uses it (remove it)",
+				         be->type->title);
+				goto fail;
+			}
 			if (!json_is_integer(val) || json_integer_value(val) < 0) {
 				snprintf(err, errlen, "\"expired_time\" must be a number of seconds");
 				goto fail;
 			}
 			r->expired_time_s = json_integer_value(val);
 		} else if (strcmp(k, "payload_format") == 0) {
+			/* MongoDB's key (mongo_json | plain_text); an error elsewhere */
+			if (strcmp(be->type->name, "mongo") != 0) {
+				snprintf(err, errlen,
+				         "\"payload_format\" is a MongoDB rule key: no %s function or raw "
+				         "action uses it (remove it)",
+				         be->type->title);
+				goto fail;
+			}
 			if (!json_is_string(val)) {
 				snprintf(err, errlen, "\"payload_format\" must be a string");
 				goto fail;

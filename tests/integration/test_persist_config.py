@@ -10,6 +10,7 @@ against the store adapters (the `store` fixture) so every backend runs it.
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -260,6 +261,108 @@ def test_variable_inside_quotes_in_raw_statement(store, tmpdir_path):
     path, _ = bad_config(tmpdir_path, store, good)
     p = run("--check-config", "-c", path)
     assert p.returncode == 0, p.stderr
+
+
+def test_sql_own_parameters_in_raw_statement(store, tmpdir_path):
+    """SQL's own parameters (?, ?NNN, :name, @name, $name) would take the
+    values meant for the ${name}s, which are bound in order, and shift the
+    rest: refused when the line is read, saying where and why."""
+    if RAW_KEY.get(store.name) != "sql":
+        return
+    # PostgreSQL's only parameters are $N (there ? is a jsonb operator)
+    params = (["$1", "$2"] if store.name in ("postgresql", "pgsql")
+              else ["?", "?1", ":name", "@name", "$name"])
+    for param in params:
+        bad = store.rule("client.connected", 1,
+                         {"sql": [f"insert into conn(clientid, note) values(${{clientid}}, {param})"]})
+        path, line = bad_config(tmpdir_path, store, bad)
+        refused(path, line, key(store, "client.connected"), param, "offset 53", "${name}")
+    # inside a string literal, a quoted name or a comment it is data
+    good = store.rule("client.connected", 1, {"sql": [
+        "insert into conn(clientid, note) values(${clientid}, ':x @y ?1') -- why?"]})
+    path, _ = bad_config(tmpdir_path, store, good)
+    p = run("--check-config", "-c", path)
+    assert p.returncode == 0, p.stderr
+
+
+def test_second_statement_in_one_raw_string(store, tmpdir_path):
+    """Only the first statement of a string would run: a second one is
+    refused; a trailing ';' and comments are fine. A ${name} in a comment
+    would never be bound: refused too."""
+    if RAW_KEY.get(store.name) != "sql":
+        return
+    for stmt, frag in (("insert into conn(clientid) values(${clientid}); delete from conn",
+                        "second statement"),
+                       ("insert into conn(clientid) values(${clientid});delete from conn;",
+                        "second statement"),
+                       ("insert into conn(clientid) values(1) -- was ${clientid}", "comment"),
+                       ("insert into conn(clientid) values(1) /* ${clientid} */", "comment"),
+                       ("insert into conn(clientid) values(1) /* open", "*/"),
+                       ("-- only a comment", "empty")):
+        bad = store.rule("client.connected", 1, {"sql": ["delete from conn", stmt]})
+        path, line = bad_config(tmpdir_path, store, bad)
+        refused(path, line, key(store, "client.connected"), "statement 2", frag)
+    good = store.rule("client.connected", 1, {"sql": [
+        "insert into conn(clientid) values(${clientid}); -- one; only",
+        "/* it's ${fine}? no: */ delete from conn where note = ';' ;\n"]})
+    path, line = bad_config(tmpdir_path, store, good)
+    p = run("--check-config", "-c", path)
+    assert p.returncode == 2, p.stderr  # the ${fine} in the comment
+    refused(path, line, key(store, "client.connected"), "comment")
+    good = store.rule("client.connected", 1, {"sql": [
+        "insert into conn(clientid) values(${clientid}); -- one; only",
+        "/* it's fine? */ delete from conn where note = ';' ;\n"]})
+    path, _ = bad_config(tmpdir_path, store, good)
+    p = run("--check-config", "-c", path)
+    assert p.returncode == 0, p.stderr
+
+
+def test_raw_statement_runs_with_trailing_semicolon_and_comment(store, broker_factory):
+    """What is accepted also runs: a trailing ';' and comments reach the
+    database as written, and the value is bound where the ${name} was."""
+    if RAW_KEY.get(store.name) != "sql":
+        return
+    store.ensure_schema()
+    store.execute("create table conn_seen (clientid text, note text)")
+    conf = store.conf() + store.rule("client.connected", 1, {"sql": [
+        "/* who; when? */ insert into conn_seen(clientid, note) "
+        "values(${clientid}, 'it''s ?') ; -- done?"]})
+    b = broker_factory(conf=conf)
+    r = R.raw_connect(b.port, "semi-1")
+    r.close()
+    deadline = time.time() + 10
+    rows = []
+    while time.time() < deadline:
+        rows = store.query("select clientid, note from conn_seen")
+        if rows:
+            break
+        time.sleep(0.05)
+    assert rows == [{"clientid": "semi-1", "note": "it's ?"}]
+
+
+# ---------------------------------------------------------------- keys a backend has no use for
+
+def test_rule_keys_of_other_backends_are_refused(store, tmpdir_path):
+    """`expired_time` (Redis's) and `payload_format` (MongoDB's) are errors on
+    any other backend, not silently ignored."""
+    for k, v, owner in (("expired_time", 3600, "redis"),
+                        ("payload_format", "mongo_json", "mongo")):
+        if store.name == owner:
+            continue
+        bad = store.rule("message.publish", 1, PUBLISH_FN, topic="#", **{k: v})
+        path, line = bad_config(tmpdir_path, store, bad)
+        refused(path, line, key(store), f'"{k}"', "remove it")
+
+
+def test_topic_on_hook_point_without_topic_is_refused(store, tmpdir_path):
+    """client.connected, client.disconnected and session.created events carry
+    no topic: a rule with a "topic" would never run, so it is an error."""
+    for point, fn in (("client.connected", "on_client_connected"),
+                      ("client.disconnected", "on_client_disconnected"),
+                      ("session.created", "on_subscribe_lookup")):
+        bad = store.rule(point, 1, {"function": fn}, topic="#")
+        path, line = bad_config(tmpdir_path, store, bad)
+        refused(path, line, key(store, point), "topic", point, "never run")
 
 
 # ---------------------------------------------------------------- hook points

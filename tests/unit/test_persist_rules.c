@@ -774,6 +774,146 @@ static void test_raw_sql_empty_statement(void **state)
 	                  "\"sql\"");
 }
 
+/*
+ * SQL's own parameters in a raw statement would take the values meant for
+ * the ${name}s (bound in order) and shift the rest: refused when the line is
+ * read, naming file, line and key. So is a second statement in one string
+ * (SQLite would run only the first) and a ${name} in a comment.
+ */
+static void test_raw_sql_own_parameters(void **state)
+{
+	(void)state;
+	static const char *const params[] = {"?1", ":name", "@name", "$name", "#name", "?"};
+	for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
+		char json[256];
+		snprintf(json, sizeof(json),
+		         "{\"action\": {\"sql\": \"insert into t(a, b) values(%s, ${clientid})\"}}",
+		         params[i]);
+		expect_rule_error("client.connected.1", json, "\"sql\": ");
+		expect_has_err(params[i]);
+		expect_has_err("offset 27");
+		expect_has_err("use ${name} for values");
+	}
+	/* in the second statement of a list */
+	expect_rule_error("message.publish.1",
+	                  "{\"action\": {\"sql\": [\"insert into a values(${clientid})\", \"insert "
+	                  "into b values(${topic}, :qos)\"]}}",
+	                  "\"sql\": statement 2: SQL's own parameter \":qos\"");
+	/* as data they are fine */
+	char text[1024];
+	refresh();
+	rule_text(text, sizeof(text), "client.connected.1",
+	          "{\"action\": {\"sql\": \"insert into t(a, b) values(':x ?', ${clientid}) -- ?1\"}}");
+	expect_ok(text);
+	const sql_raw *raw = rule_at(HOOK_CLIENT_CONNECTED, 1)->raw;
+	assert_string_equal(raw->t[0].text, "insert into t(a, b) values(':x ?', ?) -- ?1");
+	assert_int_equal(raw->t[0].nvars, 1);
+}
+
+static void test_raw_sql_one_statement(void **state)
+{
+	(void)state;
+	expect_rule_error("client.connected.1",
+	                  "{\"action\": {\"sql\": \"insert into a values(${clientid}); delete from "
+	                  "b\"}}",
+	                  "\"sql\": a second statement at offset 35");
+	expect_has_err("give each statement its own string");
+	expect_rule_error("client.connected.1",
+	                  "{\"action\": {\"sql\": [\"insert into a values(${clientid})\", \"delete "
+	                  "from b; delete from c\"]}}",
+	                  "\"sql\": statement 2: a second statement");
+	expect_rule_error("client.connected.1",
+	                  "{\"action\": {\"sql\": \"insert into a values(1) -- ${clientid}\"}}",
+	                  "\"sql\": ${...} inside a comment");
+	expect_rule_error("client.connected.1",
+	                  "{\"action\": {\"sql\": \"insert into a values(1) /* ${clientid}\"}}",
+	                  "\"sql\": ");
+	expect_rule_error("client.connected.1", "{\"action\": {\"sql\": \"-- nothing\"}}",
+	                  "\"sql\": an empty statement");
+	/* a trailing ';' and comments are fine, in the list too */
+	char text[1024];
+	refresh();
+	rule_text(text, sizeof(text), "client.connected.1",
+	          "{\"action\": {\"sql\": [\"insert into a values(${clientid});\", \"/* then */ "
+	          "delete from b where c = ${clientid}; -- done\\n\"]}}");
+	expect_ok(text);
+	const sql_raw *raw = rule_at(HOOK_CLIENT_CONNECTED, 1)->raw;
+	assert_int_equal(raw->n, 2);
+	assert_string_equal(raw->t[0].text, "insert into a values(?);");
+	assert_string_equal(raw->t[1].text, "/* then */ delete from b where c = ?; -- done\n");
+}
+
+/*
+ * Keys the SQLite backend has no use for are errors, not silently ignored:
+ * `expired_time` (Redis's) and `payload_format` (MongoDB's). The spec's SQL
+ * examples never use them.
+ */
+static void test_keys_of_other_backends(void **state)
+{
+	(void)state;
+	expect_rule_error("message.publish.1",
+	                  "{\"topic\": \"#\", \"action\": {\"function\": \"on_message_publish\"}, "
+	                  "\"expired_time\": 3600}",
+	                  "\"expired_time\" is a Redis rule key: no SQLite function or raw action "
+	                  "uses it");
+	expect_rule_error("message.publish.1",
+	                  "{\"topic\": \"#\", \"action\": {\"function\": \"on_message_publish\"}, "
+	                  "\"payload_format\": \"mongo_json\"}",
+	                  "\"payload_format\" is a MongoDB rule key");
+	expect_rule_error("client.connected.1",
+	                  "{\"action\": {\"sql\": \"insert into t values(${clientid})\"}, "
+	                  "\"payload_format\": \"plain_text\", \"pool\": \"pool1\"}",
+	                  "\"payload_format\"");
+	/* whatever its value */
+	expect_rule_error("message.publish.1",
+	                  "{\"action\": {\"function\": \"on_message_publish\"}, \"expired_time\": "
+	                  "\"x\"}",
+	                  "\"expired_time\" is a Redis rule key");
+}
+
+/*
+ * A topic filter on a hook point whose events carry no topic
+ * (client.connected, client.disconnected, session.created) would never
+ * match: refused, naming the hook point.
+ */
+static void test_topic_on_hook_without_topic(void **state)
+{
+	(void)state;
+	expect_rule_error("client.connected.1",
+	                  "{\"topic\": \"#\", \"action\": {\"function\": \"on_client_connected\"}}",
+	                  "\"topic\" cannot be used on client.connected: its events have no topic");
+	expect_rule_error("client.disconnected.2",
+	                  "{\"topic\": \"a/+\", \"action\": {\"function\": \"on_client_disconnected\"}}",
+	                  "\"topic\" cannot be used on client.disconnected");
+	expect_rule_error("session.created.1",
+	                  "{\"topic\": \"#\", \"action\": {\"function\": \"on_subscribe_lookup\"}}",
+	                  "\"topic\" cannot be used on session.created");
+	expect_rule_error("client.connected.3",
+	                  "{\"topic\": \"#\", \"action\": {\"sql\": [\"insert into conn(clientid) "
+	                  "values(${clientid})\"]}, \"pool\": \"pool1\"}",
+	                  "\"topic\" cannot be used on client.connected");
+	/* every other hook point takes one */
+	static const char *const ok[][2] = {
+	    {"session.subscribed.1", "on_message_fetch"},
+	    {"session.unsubscribed.1", "on_acked_delete"},
+	    {"message.publish.1", "on_message_publish"},
+	    {"message.acked.1", "on_message_acked"},
+	};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		char text[512], json[256];
+		refresh();
+		snprintf(json, sizeof(json), "{\"topic\": \"a/#\", \"action\": {\"function\": \"%s\"}}",
+		         ok[i][1]);
+		rule_text(text, sizeof(text), ok[i][0], json);
+		expect_ok(text);
+	}
+	refresh();
+	char text[512];
+	rule_text(text, sizeof(text), "message.delivered.1",
+	          "{\"topic\": \"a/#\", \"action\": {\"sql\": \"insert into d values(${topic})\"}}");
+	expect_ok(text);
+}
+
 /* A raw action is compiled into '?' placeholders bound in order. */
 static void test_raw_sql_compiled(void **state)
 {
@@ -1269,6 +1409,10 @@ int main(void)
 	    T(test_raw_sql_errors),
 	    T(test_raw_sql_empty_statement),
 	    T(test_raw_sql_compiled),
+	    T(test_raw_sql_own_parameters),
+	    T(test_raw_sql_one_statement),
+	    T(test_keys_of_other_backends),
+	    T(test_topic_on_hook_without_topic),
 	    T(test_unknown_pool),
 	    T(test_no_pool_two_pools),
 	    T(test_no_pool_no_pools),

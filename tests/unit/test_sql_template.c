@@ -155,7 +155,10 @@ static void test_no_variables(void **state)
 	/* a lone '$' or "$x" that is not "${" is text */
 	expect_compile("select 5$ from t", '?', "select 5$ from t", 0);
 	expect_compile("select $", '?', "select $", 0);
-	expect_compile("a $x {y}", '?', "a $x {y}", 0);
+	/* "$x" is text to PostgreSQL (its only parameters are $N), but a named
+	 * parameter to SQLite: see test_sqlite_parameters */
+	expect_compile("a $x {y}", '$', "a $x {y}", 0);
+	expect_refused("a $x {y}", '?', "SQL's own parameter \"$x\"", (const char *)NULL);
 	/* in '$' style a '?' is plain text (PostgreSQL's jsonb operator) */
 	expect_compile("select j ? 'k' from t where c = ${clientid}", '$',
 	               "select j ? 'k' from t where c = $1", 1, SV_CLIENTID);
@@ -252,6 +255,208 @@ static void test_bare_question_mark(void **state)
 	expect_refused("insert into t values(?)", '?', "a bare '?' at offset 21", "${name}",
 	               (const char *)NULL);
 	expect_refused("insert into t values(${clientid}, ?)", '?', "a bare '?'", (const char *)NULL);
+}
+
+/*
+ * SQL's own parameters would take values meant for the ${name}s: bound in
+ * order, one "?1" or ":name" among them shifts every later value into the
+ * wrong column, silently. SQLite's forms are ?, ?NNN, :name, @name, #name
+ * and $name; all are refused in code, with the offset and the reason.
+ */
+static void test_sqlite_parameters(void **state)
+{
+	(void)state;
+	expect_refused("insert into t values(?1, ${clientid})", '?', "SQL's own parameter \"?1\"",
+	               "offset 21", "${name}", "shift", (const char *)NULL);
+	expect_refused("insert into t values(${clientid}, ?12)", '?', "\"?12\" at offset 34",
+	               (const char *)NULL);
+	expect_refused("insert into t values(:name, ${clientid})", '?', "\":name\" at offset 21",
+	               (const char *)NULL);
+	expect_refused("insert into t values(@name, ${clientid})", '?', "\"@name\"",
+	               (const char *)NULL);
+	expect_refused("insert into t values($name, ${clientid})", '?', "\"$name\"",
+	               (const char *)NULL);
+	expect_refused("insert into t values(#name, ${clientid})", '?', "\"#name\"",
+	               (const char *)NULL);
+	expect_refused("insert into t values($1, ${clientid})", '?', "\"$1\"", (const char *)NULL);
+	expect_refused("insert into t values(:1)", '?', "\":1\"", (const char *)NULL);
+	/* after a word or a literal, still a parameter (':' and '@' end a word) */
+	expect_refused("select a:b from t", '?', "\":b\"", (const char *)NULL);
+	expect_refused("select 'x'$y from t", '?', "\"$y\"", (const char *)NULL);
+	expect_refused("select ${qos}$y", '?', "\"$y\"", (const char *)NULL);
+	expect_refused("select ${qos}?", '?', "a bare '?' at offset 13", (const char *)NULL);
+	expect_refused("select ?", '?', "a bare '?'", (const char *)NULL);
+	/* a name up to 40 bytes in the message */
+	char src[200];
+	snprintf(src, sizeof(src), "select :%0100d", 0);
+	expect_refused(src, '?', "SQL's own parameter \":000", (const char *)NULL);
+	assert_true(strlen(err) < 250);
+
+	/* data, not parameters: inside quotes and comments, or inside a word */
+	expect_compile("insert into t values(':x @y $z #w ?1 ?', ${clientid})", '?',
+	               "insert into t values(':x @y $z #w ?1 ?', ?)", 1, SV_CLIENTID);
+	expect_compile("insert into \"a?b\"(`c:d`, [e@f]) values(${qos})", '?',
+	               "insert into \"a?b\"(`c:d`, [e@f]) values(?)", 1, SV_QOS);
+	expect_compile("insert into t values(${qos}) -- why? :x @y $z", '?',
+	               "insert into t values(?) -- why? :x @y $z", 1, SV_QOS);
+	expect_compile("insert /* ?1 :x */ into t values(${qos})", '?',
+	               "insert /* ?1 :x */ into t values(?)", 1, SV_QOS);
+	expect_compile("select a$b, c$, 5$ from t$1 where x = ${qos}", '?',
+	               "select a$b, c$, 5$ from t$1 where x = ?", 1, SV_QOS);
+	/* a lone ':', '@', '#' or '$' is no parameter (SQLite: a syntax error) */
+	expect_compile("select a : b @ c # d $", '?', "select a : b @ c # d $", 0);
+}
+
+/* SQLite's [bracketed] identifiers are quotes (ended by the first ']');
+ * PostgreSQL's brackets are array subscripts. */
+static void test_sqlite_brackets(void **state)
+{
+	(void)state;
+	expect_compile("select [a?b;c], ${topic}", '?', "select [a?b;c], ?", 1, SV_TOPIC);
+	expect_refused("insert into [${topic}] values(1)", '?', "inside a quoted name",
+	               (const char *)NULL);
+	expect_refused("select [abc", '?', "unterminated quote [", (const char *)NULL);
+	expect_compile("select a[1], ${qos}", '$', "select a[1], $1", 1, SV_QOS);
+	expect_compile("select a[${qos}]", '$', "select a[$1]", 1, SV_QOS);
+}
+
+/*
+ * PostgreSQL: $N is its parameter and is refused; '?' (jsonb operators),
+ * "::" casts, '@' operators and ":name" (psql's, never sent) are kept.
+ * Dollar-quoted strings and E'' strings with backslash escapes are quotes.
+ */
+static void test_postgresql_parameters(void **state)
+{
+	(void)state;
+	expect_refused("insert into t values($1, ${clientid})", '$', "SQL's own parameter \"$1\"",
+	               "offset 21", "${name}", (const char *)NULL);
+	expect_refused("insert into t values(${clientid}, $12)", '$', "\"$12\"", (const char *)NULL);
+	expect_compile("select j ?| array['a'], j ?& array['b'], x::int, a @> b, :name, ${qos}", '$',
+	               "select j ?| array['a'], j ?& array['b'], x::int, a @> b, :name, $1", 1,
+	               SV_QOS);
+	/* a word with '$' in it */
+	expect_compile("select a$1, ${qos}", '$', "select a$1, $1", 1, SV_QOS);
+	/* dollar-quoted strings */
+	expect_compile("select $$it's ? $1 ; -- $$, ${qos}", '$', "select $$it's ? $1 ; -- $$, $1", 1,
+	               SV_QOS);
+	expect_compile("select $f$ $$ $f$, $_x1$a$_x1$, ${qos}", '$',
+	               "select $f$ $$ $f$, $_x1$a$_x1$, $1", 1, SV_QOS);
+	expect_refused("select $t$ ${qos} $t$", '$', "inside a quoted string", "offset 11",
+	               (const char *)NULL);
+	expect_refused("select $t$ abc $u$", '$', "unterminated dollar-quoted string $t$",
+	               (const char *)NULL);
+	expect_refused("select $$", '$', "unterminated dollar-quoted string $$", (const char *)NULL);
+	/* a '$' of a dollar quote next to a ${name} is ambiguous */
+	expect_refused("select $$a$${qos}", '$', "ambiguous \"$${\" at offset 10", (const char *)NULL);
+	expect_refused("select $${qos}$$", '$', "ambiguous \"$${\" at offset 7", (const char *)NULL);
+	expect_refused("select $t${qos}$t$", '$', "ambiguous \"$t${\"", (const char *)NULL);
+	/* "x$1" is one name to PostgreSQL: a ${name} right after a word is
+	 * refused there (SQLite reads "x?" as x and ?) */
+	expect_refused("select x${qos}", '$', "right after a name", "offset 8", (const char *)NULL);
+	expect_refused("select a$${qos}", '$', "right after a name", (const char *)NULL);
+	expect_compile("select x${qos}", '?', "select x?", 1, SV_QOS);
+	expect_compile("select x ${qos}${retain}", '$', "select x $1$2", 2, SV_QOS, SV_RETAIN);
+	/* nor may a letter follow it ("$1x"), or a digit in either dialect:
+	 * "${qos}1" would become SQLite's ?1 or PostgreSQL's $11 */
+	expect_refused("select ${qos}x", '$', "offset 7 is followed by a letter", (const char *)NULL);
+	expect_compile("select ${qos}x", '?', "select ?x", 1, SV_QOS);
+	expect_refused("select ${clientid}, ${qos}1", '$', "offset 20 is followed by a digit",
+	               (const char *)NULL);
+	expect_refused("select ${clientid}, ${qos}1", '?', "offset 20 is followed by a digit",
+	               (const char *)NULL);
+	expect_compile("select ${qos}$$a$$", '$', "select $1$$a$$", 1, SV_QOS);
+	/* E'' strings: a backslash escapes the quote */
+	expect_compile("select E'it\\'s', e'\\\\', ${qos}", '$', "select E'it\\'s', e'\\\\', $1", 1,
+	               SV_QOS);
+	expect_refused("select E'\\' ${qos}'", '$', "inside a quoted string", (const char *)NULL);
+	expect_refused("select E'\\${qos}'", '$', "inside a quoted string at offset 10",
+	               (const char *)NULL);
+	/* ...but not in plain strings, nor after a word ending in E */
+	expect_compile("select '\\', ${qos}", '$', "select '\\', $1", 1, SV_QOS);
+	expect_compile("select x from tablE'\\', ${qos}", '$', "select x from tablE'\\', $1", 1,
+	               SV_QOS);
+}
+
+/*
+ * Comments: `-- ...` to the end of the line, and block comments. What is in
+ * them is neither code nor quotes; a ${name} in one is refused (it would
+ * never be bound, though it reads as if it were used).
+ */
+static void test_comments(void **state)
+{
+	(void)state;
+	for (int style = 0; style < 2; style++) {
+		char ph = style ? '$' : '?';
+		const char *want1 = style ? "select 1 -- it's\n, $1" : "select 1 -- it's\n, ?";
+		expect_compile("select 1 -- it's\n, ${qos}", ph, want1, 1, SV_QOS);
+		const char *want2 = style ? "/* it's; \"x */ insert into t values($1)"
+		                          : "/* it's; \"x */ insert into t values(?)";
+		expect_compile("/* it's; \"x */ insert into t values(${clientid})", ph, want2, 1,
+		               SV_CLIENTID);
+		expect_compile("select 1 --", ph, "select 1 --", 0);
+		expect_compile("select 1 - 2 / 3", ph, "select 1 - 2 / 3", 0);
+		expect_refused("insert into t values(${qos}) -- was ${clientid}", ph,
+		               "${...} inside a comment at offset 36", "never be bound",
+		               (const char *)NULL);
+		expect_refused("insert /* ${topic} */ into t values(1)", ph, "inside a comment",
+		               (const char *)NULL);
+		expect_refused("insert /* ${topic into t values(1) */", ph, "inside a comment",
+		               (const char *)NULL);
+		expect_refused("insert into t values(1) /* open", ph, "\"/*\" without \"*/\" at offset 24",
+		               (const char *)NULL);
+		expect_refused("select 1 /*/", ph, "\"/*\" without \"*/\"", (const char *)NULL);
+		/* quotes hide comment markers */
+		const char *want3 = style ? "select '--', '/*', $1" : "select '--', '/*', ?";
+		expect_compile("select '--', '/*', ${qos}", ph, want3, 1, SV_QOS);
+	}
+	/* PostgreSQL's block comments nest; SQLite's end at the first close */
+	expect_refused("/* a /* b */ ${qos} */ select 1", '$', "inside a comment", (const char *)NULL);
+	expect_compile("/* a /* b */ select ${qos}", '?', "/* a /* b */ select ?", 1, SV_QOS);
+	expect_refused("/* a /* b */ select ${qos}", '$', "\"/*\" without \"*/\"", (const char *)NULL);
+}
+
+/*
+ * One statement per string: SQLite prepares the first statement of a text
+ * and would silently ignore the rest. A ';' ends the statement; after it
+ * only spaces, comments and more ';' may follow.
+ */
+static void test_one_statement(void **state)
+{
+	(void)state;
+	for (int style = 0; style < 2; style++) {
+		char ph = style ? '$' : '?';
+		expect_refused("insert into a values(${clientid}); delete from b", ph,
+		               "a second statement at offset 35", "';' at offset 33", "only the first",
+		               (const char *)NULL);
+		expect_refused("insert into a values(1);delete from b", ph, "second statement",
+		               (const char *)NULL);
+		expect_refused("insert into a values(1); -- c\n/* d */ select ${qos}", ph,
+		               "second statement", (const char *)NULL);
+		expect_refused("insert into a values(1); ${qos}", ph, "second statement",
+		               (const char *)NULL);
+		expect_refused("select 1; 'x'", ph, "second statement", (const char *)NULL);
+		/* a trailing ';', spaces and comments are fine, and kept */
+		expect_compile("delete from a where c = ${clientid};", ph,
+		               style ? "delete from a where c = $1;" : "delete from a where c = ?;", 1,
+		               SV_CLIENTID);
+		expect_compile("delete from a ; ;\n -- done\n /* really */ ;\t", ph,
+		               "delete from a ; ;\n -- done\n /* really */ ;\t", 0);
+		/* ';' as data */
+		expect_compile("insert into a values(';', \";\") -- ; x\n/* ; y */", ph,
+		               "insert into a values(';', \";\") -- ; x\n/* ; y */", 0);
+		/* nothing but comments and ';' is an empty statement */
+		expect_refused("-- nothing", ph, "empty", (const char *)NULL);
+		expect_refused("/* nothing */ ;", ph, "empty", (const char *)NULL);
+		expect_refused(";", ph, "empty", (const char *)NULL);
+	}
+	expect_compile("select [;]", '?', "select [;]", 0);
+	expect_compile("select $$;$$", '$', "select $$;$$", 0);
+	/* in a raw action, the message names the statement */
+	const char *texts[] = {"insert into a values(${clientid})", "insert into b values(1); x"};
+	void *out = NULL;
+	assert_int_equal(sql_raw_compile(texts, 2, '?', &out, err, sizeof(err)), -1);
+	assert_null(out);
+	assert_non_null(strstr(err, "statement 2: a second statement"));
 }
 
 /* Big inputs: buffers are sized for the worst case. */
@@ -591,6 +796,11 @@ int main(void)
 	    cmocka_unit_test(test_unknown_variable),
 	    cmocka_unit_test(test_unterminated),
 	    cmocka_unit_test(test_bare_question_mark),
+	    cmocka_unit_test(test_sqlite_parameters),
+	    cmocka_unit_test(test_sqlite_brackets),
+	    cmocka_unit_test(test_postgresql_parameters),
+	    cmocka_unit_test(test_comments),
+	    cmocka_unit_test(test_one_statement),
 	    cmocka_unit_test(test_huge_inputs),
 	    cmocka_unit_test(test_raw_compile),
 	    cmocka_unit_test(test_prefix_range),

@@ -172,10 +172,19 @@ typedef struct sql_raw {
 } sql_raw;
 
 /*
- * Compiles `src`: each ${name} outside quotes becomes a placeholder ('?' or
- * '$n') bound to that variable. Errors: an unknown name, ${ without }, a
- * ${name} inside a quoted literal or identifier (it would not be a
- * parameter). Returns 0 or -1 with a message.
+ * Compiles `src`, one statement: each ${name} outside quotes and comments
+ * becomes a placeholder ('?' or '$n') bound to that variable; the rest is
+ * copied as it is. The placeholder style also names the dialect whose
+ * lexical rules apply: '?' SQLite, '$' PostgreSQL (template.c says what
+ * each understands). Errors, each with its offset: an unknown name, ${
+ * without }, a ${name} inside a quoted literal or identifier (it would not
+ * be a parameter) or inside a comment (it would never be bound), SQL's own
+ * parameters (SQLite: ?, ?NNN, :name, @name, #name, $name; PostgreSQL: $N),
+ * which would shift the bound values, a second statement after ';' (only
+ * the first would run; a trailing ';', spaces and comments are fine), a
+ * ${name} whose placeholder would merge with what is next to it ("${qos}1"),
+ * an unterminated quote or comment, no SQL at all. Returns 0 or -1 with a
+ * message.
  */
 int sql_tmpl_compile(const char *src, char placeholder, sql_tmpl *out, char *err, size_t errlen);
 void sql_tmpl_free(sql_tmpl *t);
