@@ -8,6 +8,7 @@
 #include <pthread.h>
 
 #include "persist/persist.h"
+#include "util/buf.h"
 
 enum delivery_mode { DELIVERY_ASYNC = 0, DELIVERY_SYNC = 1 };
 
@@ -34,6 +35,10 @@ typedef struct pslot {
 	uint64_t spill_rd, spill_wr; /* read and write offsets */
 	_Atomic uint64_t spilled;    /* jobs in the file */
 	uint64_t spill_prev;         /* of which left by an earlier run (counted when read) */
+	buf spill_wbuf;              /* records encoded for one write */
+	uint8_t *spill_rbuf;         /* read-ahead: the file's bytes [spill_rbuf_at, +spill_rbuf_len) */
+	size_t spill_rbuf_len, spill_rbuf_cap;
+	uint64_t spill_rbuf_at;
 } pslot;
 
 enum pool_state { POOL_CONNECTING = 0, POOL_CONNECTED = 1, POOL_DISCONNECTED = 2 };
@@ -108,11 +113,14 @@ pjob *pjob_build(const prule *r, const hook_event *ev);
 /* spill.c: the pool thread's overflow file (see spill.c) */
 int spill_open(pslot *s, char *err, size_t errlen);
 void spill_close(pslot *s);
-/* Appends a job; returns 0, -1 if it could not be written (file full, I/O error). */
-int spill_write(pslot *s, const pjob *j);
+/* Appends the first `max` jobs of the list `first` (linked by next, oldest
+ * first) in order, many records per write. Returns how many were written: all
+ * of them, or a prefix if the file is full (max_spill_bytes) or failing (0 if
+ * none could be written). The caller still owns every job. */
+size_t spill_write_list(pslot *s, const pjob *first, size_t max);
 /* Reads the next job (a new allocation), or NULL if the file is drained or
- * unreadable. Records whose rule no longer exists are skipped (counted by
- * the caller via *skipped). */
+ * unreadable. The file is read ahead in large chunks. Records whose rule no
+ * longer exists are skipped (counted by the caller via *skipped). */
 pjob *spill_read(pslot *s, uint64_t *skipped);
 /* At shutdown: writes `first` (jobs older than the file's, in order) in
  * front of what the file holds. Returns the number written, or -1. */

@@ -152,36 +152,115 @@ static int open_conn(pslot *s, const persist_host *host)
 	return 0;
 }
 
-/* Moves the oldest memory jobs beyond spill_after to the spill file.
- * Called with mu held; drops it around the file I/O. */
-static void spill_excess(pslot *s)
+/* Spilling (see spill.c for the file). A pass moves the oldest memory jobs
+ * beyond spill_after to the file in chunks: a chunk (at most SPILL_CHUNK_JOBS
+ * jobs or SPILL_CHUNK_BYTES) is unlinked from the head of the queue under one
+ * lock acquisition and written with one write, so the I/O workers meet the
+ * lock once per chunk, not once per job. A pass is bounded: it moves at most
+ * the excess it found when it started (jobs queued meanwhile wait for the next
+ * pass) and at most `limit` jobs; between two passes the thread runs a batch,
+ * so the database advances however fast jobs arrive. (Moving the excess
+ * one job per lock cycle, re-checked after each, let producers that queue
+ * faster than that keep the thread spilling forever, with nothing written.)
+ *
+ * Order: the chunk is the oldest jobs in memory; only this thread takes jobs
+ * off the queue for a batch, and it does not while the chunk is out, so no
+ * memory job can overtake it. Jobs the file did not take (full, failing) go
+ * back to the head of the queue in their order. Metrics: a job being spilled
+ * is neither taken nor dropped, so it stays "queuing" throughout; a lookup is
+ * not spilled (an answer that late is of no use): it is answered empty and
+ * counted dropped (queue_full), as when pushed out of a full queue. */
+#define SPILL_CHUNK_JOBS 1024
+#define SPILL_CHUNK_BYTES (2u * 1024 * 1024)
+/* most jobs moved by one pass before a batch; memory holds spill_after plus
+ * what arrives during one batch and one pass, and a pass of this many jobs
+ * costs a few milliseconds */
+#define SPILL_PASS_JOBS 65536
+
+static bool is_lookup(const pjob *j)
+{
+	return j->rule->func && j->rule->func->kind == PFUNC_LOOKUP;
+}
+
+/* Called with mu held; drops it around the file I/O. Returns the jobs moved. */
+static uint64_t spill_excess(pslot *s, uint64_t limit)
 {
 	ppool *pl = s->pool;
-	while (s->spill_fd >= 0 && (int64_t)s->n > pl->spill_after) {
-		pjob *j = pop_oldest(s);
+	const persist_host *host = pl->be->bus->host;
+	if (s->spill_fd < 0 || (int64_t)s->n <= pl->spill_after)
+		return 0;
+	uint64_t todo = s->n - (uint64_t)pl->spill_after, moved = 0;
+	if (todo > limit)
+		todo = limit;
+	while (todo && s->spill_fd >= 0) {
+		/* a chunk off the head, under this one acquisition */
+		pjob *chunk = NULL, **ctail = &chunk;
+		size_t k = 0;
+		uint64_t bytes = 0;
+		while (k < todo && k < SPILL_CHUNK_JOBS && bytes < SPILL_CHUNK_BYTES &&
+		       (int64_t)s->n > pl->spill_after) {
+			pjob *j = pop_oldest(s);
+			*ctail = j;
+			ctail = &j->next;
+			k++;
+			bytes += j->size;
+		}
+		if (!k)
+			break;
+		todo -= k;
 		pthread_mutex_unlock(&s->mu);
-		bool lookup = j->rule->func && j->rule->func->kind == PFUNC_LOOKUP;
-		int rc = lookup ? 0 : spill_write(s, j);
-		if (lookup) {
-			/* an answer this late is of no use: answer empty, count it */
-			CNT_ADD(((prule *)j->rule)->m.dropped_queue_full, 1);
-			persist_job_done(pl->be->bus->host, j, false);
+		/* lookups leave the chunk: answered empty, counted */
+		pjob *lookups = NULL, **ltail = &lookups;
+		size_t nwrite = 0;
+		for (pjob **pp = &chunk; *pp;) {
+			pjob *j = *pp;
+			if (is_lookup(j)) {
+				*pp = j->next;
+				j->next = NULL;
+				*ltail = j;
+				ltail = &j->next;
+			} else {
+				nwrite++;
+				pp = &j->next;
+			}
 		}
-		if (rc == 0) {
-			pjob_free(&j);
-			pthread_mutex_lock(&s->mu);
-			continue;
+		size_t w = nwrite ? spill_write_list(s, chunk, nwrite) : 0;
+		while (lookups) {
+			pjob *next = lookups->next;
+			CNT_ADD(((prule *)lookups->rule)->m.dropped_queue_full, 1);
+			persist_job_done(host, lookups, false);
+			pjob_free(&lookups);
+			lookups = next;
+			moved++;
 		}
-		/* the file is full or failing: put it back and keep it in memory */
+		for (size_t i = 0; i < w; i++) { /* in the file now */
+			pjob *next = chunk->next;
+			pjob_free(&chunk);
+			chunk = next;
+			moved++;
+		}
 		pthread_mutex_lock(&s->mu);
-		j->next = s->head;
-		s->head = j;
-		if (!s->tail)
-			s->tail = j;
-		s->n++;
-		s->bytes += j->size;
-		break;
+		if (chunk) {
+			/* the file is full or failing: the rest goes back in front,
+			 * in order, and stays in memory */
+			size_t nback = 0;
+			uint64_t bback = 0;
+			pjob *last = chunk;
+			for (pjob *j = chunk; j; j = j->next) {
+				nback++;
+				bback += j->size;
+				last = j;
+			}
+			last->next = s->head;
+			s->head = chunk;
+			if (!s->tail)
+				s->tail = last;
+			s->n += nback;
+			s->bytes += bback;
+			break;
+		}
 	}
+	return moved;
 }
 
 /* The backoff wait, in slices, spilling what piles up meanwhile. */
@@ -189,7 +268,9 @@ static void backoff_wait(pslot *s, uint64_t ms)
 {
 	uint64_t end = clock_mono_ms() + ms;
 	while (!s->stop) {
-		spill_excess(s);
+		/* nothing is being written: everything beyond spill_after goes */
+		while (spill_excess(s, SPILL_PASS_JOBS) == SPILL_PASS_JOBS && !s->stop)
+			;
 		uint64_t now = clock_mono_ms();
 		if (now >= end)
 			break;
@@ -235,7 +316,7 @@ static void *slot_main(void *arg)
 			break;
 		if (!carry && !s->head && !atomic_load(&s->spilled))
 			break; /* stopping and drained */
-		spill_excess(s);
+		spill_excess(s, SPILL_PASS_JOBS); /* bounded: a batch follows */
 		/* let a batch fill for batch_time */
 		if (!carry && !atomic_load(&s->spilled) && pl->batch_time_ms &&
 		    (int64_t)s->n < pl->batch_size && !s->stop) {
@@ -369,14 +450,30 @@ static void *slot_main(void *arg)
 				carry = next;
 			}
 		}
+		/* in writes of many jobs; a lookup is not kept (its session is
+		 * going away): answered empty and counted, the writes after it
+		 * are still kept */
 		while (left && !carry) {
-			pjob *next = left->next;
-			bool lookup = left->rule->func && left->rule->func->kind == PFUNC_LOOKUP;
-			if (lookup || spill_write(s, left))
+			if (is_lookup(left)) {
+				pjob *next = left->next;
+				CNT_ADD(((prule *)left->rule)->m.dropped_shutdown, 1);
+				persist_job_done(host, left, false);
+				pjob_free(&left);
+				left = next;
+				continue;
+			}
+			size_t run = 0;
+			for (pjob *j = left; j && !is_lookup(j) && run < SPILL_CHUNK_JOBS; j = j->next)
+				run++;
+			size_t w = spill_write_list(s, left, run);
+			for (size_t i = 0; i < w; i++) {
+				pjob *next = left->next;
+				pjob_free(&left);
+				left = next;
+			}
+			kept += (int)w;
+			if (w < run)
 				break;
-			kept++;
-			pjob_free(&left);
-			left = next;
 		}
 		if (kept)
 			log_notice("backend %s %s: %d jobs not yet written are kept in %s for the next "

@@ -26,6 +26,18 @@
  * to be written; it moves only after the jobs before it committed (and the
  * file is emptied only then), so a crash replays at most the last batch that
  * was being written - never loses one.
+ *
+ * I/O in bulk: spill_write_list encodes many jobs into one buffer (the
+ * slot's spill_wbuf, kept between calls) and appends it with one pwrite, up
+ * to SPILL_WRITE_BYTES at a time; records are whole and back to back, so a
+ * crash in the middle of a write leaves whole records followed by a partial
+ * one, which spill_open ignores (as it did for one record per write). A
+ * write that fails or is short is cut off again (ftruncate to the old end)
+ * so no partial record stays between whole ones. Reading goes through a
+ * read-ahead buffer of SPILL_READ_BYTES (larger for a larger record): one
+ * pread serves thousands of records. The buffer holds file bytes below
+ * spill_wr, which never change (the file is only appended to) until the file
+ * is emptied or replaced, which drops the buffer.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -41,6 +53,55 @@
 
 #define SPILL_VERSION 1
 #define SPILL_MAX_RECORD (512u * 1024 * 1024)
+#define SPILL_WRITE_BYTES (4u * 1024 * 1024) /* most bytes encoded for one write */
+#define SPILL_READ_BYTES (1u * 1024 * 1024)  /* read-ahead */
+
+/* ---------------------------------------------------------------- read-ahead */
+
+static void rbuf_drop(pslot *s)
+{
+	s->spill_rbuf_len = 0;
+	s->spill_rbuf_at = 0;
+}
+
+/* The file's bytes [off, off + need), read ahead from off; NULL if they
+ * cannot be read (I/O error, allocation failure, beyond spill_wr). */
+static const uint8_t *rbuf_at(pslot *s, uint64_t off, size_t need, bool *nomem)
+{
+	if (off >= s->spill_rbuf_at && off + need <= s->spill_rbuf_at + s->spill_rbuf_len)
+		return s->spill_rbuf + (off - s->spill_rbuf_at);
+	if (off + need > s->spill_wr)
+		return NULL;
+	size_t want = need > SPILL_READ_BYTES ? need : SPILL_READ_BYTES;
+	if (want > s->spill_wr - off)
+		want = (size_t)(s->spill_wr - off);
+	if (s->spill_rbuf_cap < want || (s->spill_rbuf_cap > 4 * (size_t)SPILL_READ_BYTES &&
+	                                 want <= SPILL_READ_BYTES)) {
+		/* grow for a large record; shrink back once past it */
+		uint8_t *p = malloc(want);
+		if (!p) {
+			if (nomem)
+				*nomem = true;
+			return NULL;
+		}
+		free(s->spill_rbuf);
+		s->spill_rbuf = p;
+		s->spill_rbuf_cap = want;
+	}
+	rbuf_drop(s);
+	size_t got = 0;
+	while (got < want) {
+		ssize_t r = pread(s->spill_fd, s->spill_rbuf + got, want - got, (off_t)(off + got));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	s->spill_rbuf_at = off;
+	s->spill_rbuf_len = got;
+	return got >= need ? s->spill_rbuf : NULL;
+}
 
 static void mkdirs(const char *dir)
 {
@@ -98,12 +159,16 @@ int spill_open(pslot *s, char *err, size_t errlen)
 	uint64_t pos = 0;
 	if (pread(s->spill_pos_fd, &pos, 8, 0) == 8 && pos <= s->spill_wr)
 		s->spill_rd = pos;
-	/* count what a previous run left */
+	/* count what a previous run left (reading ahead: the headers only) */
 	uint64_t off = s->spill_rd, count = 0;
+	rbuf_drop(s);
 	while (off + 4 <= s->spill_wr) {
 		uint32_t len;
-		if (pread(s->spill_fd, &len, 4, (off_t)off) != 4 || len > SPILL_MAX_RECORD ||
-		    off + 4 + len > s->spill_wr)
+		const uint8_t *p = rbuf_at(s, off, 4, NULL);
+		if (!p)
+			break;
+		memcpy(&len, p, 4);
+		if (len > SPILL_MAX_RECORD || off + 4 + len > s->spill_wr)
 			break;
 		off += 4 + len;
 		count++;
@@ -132,6 +197,7 @@ void spill_commit(pslot *s)
 		if (ftruncate(s->spill_fd, 0) == 0) {
 			s->spill_rd = s->spill_wr = 0;
 			pos = 0;
+			rbuf_drop(s);
 		}
 	}
 	if (pwrite(s->spill_pos_fd, &pos, 8, 0) != 8)
@@ -148,6 +214,11 @@ void spill_close(pslot *s)
 	s->spill_fd = -1;
 	free(s->spill_path);
 	s->spill_path = NULL;
+	buf_free(&s->spill_wbuf);
+	free(s->spill_rbuf);
+	s->spill_rbuf = NULL;
+	s->spill_rbuf_cap = 0;
+	rbuf_drop(s);
 }
 
 static int put_str(buf *b, const void *p, uint32_t len)
@@ -157,49 +228,97 @@ static int put_str(buf *b, const void *p, uint32_t len)
 	return len ? buf_append(b, p, len) : 0;
 }
 
-int spill_write(pslot *s, const pjob *j)
+/* Appends one job's record to b. Returns 0, or -1 (b unchanged) if it cannot
+ * be encoded (allocation failure, larger than SPILL_MAX_RECORD). */
+static int encode(buf *b, const pjob *j)
 {
-	if (s->spill_fd < 0 || s->spill_wr >= s->pool->max_spill_bytes)
-		return -1;
-	buf b = {0};
+	uint32_t start = b->len;
 	uint32_t zero = 0;
 	uint8_t head[4] = {SPILL_VERSION, j->point, j->qos,
 	                   (uint8_t)((j->retain ? 1 : 0) | (j->implicit ? 2 : 0) | (j->msg ? 4 : 0))};
 	uint32_t worker = j->worker;
 	const char *key = j->rule->key;
-	int rc = buf_append(&b, &zero, 4) || buf_append(&b, head, 4) || buf_append(&b, &worker, 4) ||
-	         buf_append(&b, &j->serial, 8) || buf_append(&b, &j->ack_seq, 8) ||
-	         buf_append(&b, &j->ts_ms, 8) || put_str(&b, key, (uint32_t)strlen(key)) ||
-	         put_str(&b, j->clientid.p, j->clientid.len) ||
-	         put_str(&b, j->username.p, j->username.len) ||
-	         put_str(&b, j->peerhost.p, j->peerhost.len) || put_str(&b, j->topic.p, j->topic.len) ||
-	         buf_append(&b, &j->nfilters, 4);
+	int rc = buf_append(b, &zero, 4) || buf_append(b, head, 4) || buf_append(b, &worker, 4) ||
+	         buf_append(b, &j->serial, 8) || buf_append(b, &j->ack_seq, 8) ||
+	         buf_append(b, &j->ts_ms, 8) || put_str(b, key, (uint32_t)strlen(key)) ||
+	         put_str(b, j->clientid.p, j->clientid.len) ||
+	         put_str(b, j->username.p, j->username.len) ||
+	         put_str(b, j->peerhost.p, j->peerhost.len) || put_str(b, j->topic.p, j->topic.len) ||
+	         buf_append(b, &j->nfilters, 4);
 	for (uint32_t i = 0; !rc && i < j->nfilters; i++)
-		rc = put_str(&b, j->filters[i].p, j->filters[i].len);
+		rc = put_str(b, j->filters[i].p, j->filters[i].len);
 	if (!rc && j->msg) {
 		const kmq_msg *m = j->msg;
-		rc = buf_append(&b, m->id, 16) || buf_append(&b, &m->ts_ms, 8) ||
-		     buf_append(&b, &m->expiry_at_ms, 8) || buf_append(&b, &m->qos, 1) ||
-		     buf_append(&b, &m->flags, 1) || put_str(&b, m->payload.p, m->payload.len) ||
-		     put_str(&b, m->origin.p, m->origin.len) ||
-		     put_str(&b, m->origin_user.p, m->origin_user.len);
+		rc = buf_append(b, m->id, 16) || buf_append(b, &m->ts_ms, 8) ||
+		     buf_append(b, &m->expiry_at_ms, 8) || buf_append(b, &m->qos, 1) ||
+		     buf_append(b, &m->flags, 1) || put_str(b, m->payload.p, m->payload.len) ||
+		     put_str(b, m->origin.p, m->origin.len) ||
+		     put_str(b, m->origin_user.p, m->origin_user.len);
 	}
-	if (rc || b.len - 4 > SPILL_MAX_RECORD) {
-		buf_free(&b);
+	if (rc || b->len - start - 4 > SPILL_MAX_RECORD) {
+		b->len = start;
 		return -1;
 	}
-	uint32_t len = b.len - 4;
-	memcpy(b.data, &len, 4);
-	ssize_t w = pwrite(s->spill_fd, b.data, b.len, (off_t)s->spill_wr);
-	uint32_t total = b.len;
-	buf_free(&b);
-	if (w != (ssize_t)total) {
-		log_warning("spill file %s: %s", s->spill_path, w < 0 ? strerror(errno) : "short write");
-		return -1;
-	}
-	s->spill_wr += total;
-	atomic_fetch_add(&s->spilled, 1);
+	uint32_t len = b->len - start - 4;
+	memcpy(b->data + start, &len, 4);
 	return 0;
+}
+
+/* Appends what spill_wbuf holds at spill_wr. 0, or -1 (the file is cut back
+ * to spill_wr: no partial record stays in it). */
+static int flush_wbuf(pslot *s)
+{
+	buf *b = &s->spill_wbuf;
+	size_t done = 0;
+	while (done < b->len) {
+		ssize_t w = pwrite(s->spill_fd, b->data + done, b->len - done,
+		                   (off_t)(s->spill_wr + done));
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			log_warning("spill file %s: %s", s->spill_path,
+			            w < 0 ? strerror(errno) : "nothing written");
+			if (done && ftruncate(s->spill_fd, (off_t)s->spill_wr))
+				log_warning("spill file %s: %s", s->spill_path, strerror(errno));
+			b->len = 0;
+			return -1;
+		}
+		done += (size_t)w;
+	}
+	s->spill_wr += b->len;
+	b->len = 0;
+	return 0;
+}
+
+size_t spill_write_list(pslot *s, const pjob *first, size_t max)
+{
+	if (s->spill_fd < 0)
+		return 0;
+	buf *b = &s->spill_wbuf;
+	size_t written = 0, pending = 0;
+	b->len = 0;
+	for (const pjob *j = first; j && written + pending < max; j = j->next) {
+		/* as one record per write did: a record starts below the bound */
+		if (s->spill_wr + b->len >= s->pool->max_spill_bytes || encode(b, j))
+			break;
+		pending++;
+		if (b->len >= SPILL_WRITE_BYTES) {
+			if (flush_wbuf(s))
+				goto out;
+			written += pending;
+			atomic_fetch_add(&s->spilled, pending);
+			pending = 0;
+		}
+	}
+	if (pending && flush_wbuf(s) == 0) {
+		written += pending;
+		atomic_fetch_add(&s->spilled, pending);
+	}
+out:
+	b->len = 0;
+	if (b->cap > 2 * SPILL_WRITE_BYTES) /* after a huge record */
+		buf_free(b);
+	return written;
 }
 
 /* A little reader over one record. */
@@ -250,15 +369,23 @@ pjob *spill_read(pslot *s, uint64_t *skipped)
 {
 	while (s->spill_fd >= 0 && s->spill_rd + 4 <= s->spill_wr) {
 		uint32_t len;
-		if (pread(s->spill_fd, &len, 4, (off_t)s->spill_rd) != 4 || len > SPILL_MAX_RECORD)
-			goto broken;
-		uint8_t *rec = malloc(len ? len : 1);
-		if (!rec)
+		bool nomem = false;
+		const uint8_t *at = rbuf_at(s, s->spill_rd, 4, &nomem);
+		if (!at && nomem)
 			return NULL; /* try again later */
-		if (pread(s->spill_fd, rec, len, (off_t)(s->spill_rd + 4)) != (ssize_t)len) {
-			free(rec);
+		if (!at)
 			goto broken;
-		}
+		memcpy(&len, at, 4);
+		if (len > SPILL_MAX_RECORD || s->spill_rd + 4 + len > s->spill_wr)
+			goto broken;
+		at = rbuf_at(s, s->spill_rd, 4 + (size_t)len, &nomem);
+		if (!at && nomem)
+			return NULL;
+		if (!at)
+			goto broken;
+		/* the record stays in the read-ahead buffer while it is decoded
+		 * (pjob_build and msg_new copy what they keep) */
+		const uint8_t *rec = at + 4;
 		rd r = {rec, rec + len, false};
 		uint8_t head[4];
 		uint32_t worker;
@@ -310,7 +437,6 @@ pjob *spill_read(pslot *s, uint64_t *skipped)
 			if (filters != fstack)
 				free(filters);
 			msg_unref(&m);
-			free(rec);
 			goto broken;
 		}
 		ev.point = head[1];
@@ -330,7 +456,6 @@ pjob *spill_read(pslot *s, uint64_t *skipped)
 		if (filters != fstack)
 			free(filters);
 		msg_unref(&m);
-		free(rec);
 		if (j)
 			return j;
 		(*skipped)++; /* its rule is gone from the configuration */
@@ -344,6 +469,7 @@ broken:
 	atomic_store(&s->spilled, 0);
 	close(s->spill_fd);
 	s->spill_fd = -1;
+	rbuf_drop(s);
 	return NULL;
 }
 
@@ -367,12 +493,13 @@ int spill_prepend(pslot *s, pjob *first)
 	s->spill_fd = fd;
 	s->spill_rd = s->spill_wr = 0;
 	atomic_store(&s->spilled, 0);
-	int written = 0;
-	for (pjob *j = first; j; j = j->next) {
-		if (spill_write(s, j))
-			goto fail;
-		written++;
-	}
+	rbuf_drop(s); /* it held the old file's bytes */
+	size_t total = 0;
+	for (pjob *j = first; j; j = j->next)
+		total++;
+	if (total > INT32_MAX || spill_write_list(s, first, total) != total)
+		goto fail;
+	int written = (int)total;
 	char chunk[65536];
 	for (uint64_t off = old_rd; off < old_wr;) {
 		size_t want = old_wr - off < sizeof(chunk) ? (size_t)(old_wr - off) : sizeof(chunk);
@@ -382,12 +509,25 @@ int spill_prepend(pslot *s, pjob *first)
 		off += (uint64_t)r;
 		s->spill_wr += (uint64_t)r;
 	}
-	if (fsync(fd) || rename(tmp, s->spill_path))
+	if (fsync(fd))
 		goto fail;
-	close(old_fd);
-	uint64_t zero = 0;
-	if (s->spill_pos_fd >= 0 && pwrite(s->spill_pos_fd, &zero, 8, 0) != 8)
+	/* .pos to 0 before the new file takes the old one's place: a crash in
+	 * between replays the old file from its start (records written twice,
+	 * at least once as always) instead of the new one from an offset that
+	 * may fall inside a record */
+	uint64_t zero = 0, old_pos = old_rd;
+	if (s->spill_pos_fd >= 0 && pread(s->spill_pos_fd, &old_pos, 8, 0) != 8)
+		old_pos = old_rd;
+	if (s->spill_pos_fd >= 0 && pwrite(s->spill_pos_fd, &zero, 8, 0) != 8) {
 		log_warning("spill file %s.pos: %s", s->spill_path, strerror(errno));
+		goto fail;
+	}
+	if (rename(tmp, s->spill_path)) {
+		if (s->spill_pos_fd >= 0 && pwrite(s->spill_pos_fd, &old_pos, 8, 0) != 8)
+			log_warning("spill file %s.pos: %s", s->spill_path, strerror(errno));
+		goto fail;
+	}
+	close(old_fd);
 	atomic_store(&s->spilled, old_count + (uint64_t)written);
 	free(tmp);
 	return written;
