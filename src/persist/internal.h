@@ -9,6 +9,7 @@
 
 #include "persist/persist.h"
 #include "util/buf.h"
+#include "util/log.h"
 
 enum delivery_mode { DELIVERY_ASYNC = 0, DELIVERY_SYNC = 1 };
 
@@ -18,6 +19,7 @@ typedef struct pslot {
 	unsigned idx;
 	pthread_t thread;
 	bool started;
+	log_ratelimit retry_log; /* "jobs not written; retrying" */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	pjob *head, *tail; /* queued, oldest first */

@@ -247,6 +247,8 @@ typedef struct backend_type {
 	 * broken (every job not OK/FAILED is retried on a new connection).
 	 */
 	int (*run_batch)(pconn *c, pjob **jobs, size_t n);
+	/* Optional: the text of the last error run_batch met (for logs). */
+	const char *(*last_error)(pconn *c);
 } backend_type;
 
 /* Per-rule metrics: monotonic counters, written with relaxed atomics. */

@@ -412,6 +412,15 @@ static void *slot_main(void *arg)
 		ncarry += nretry;
 		if (!carry)
 			spill_commit(s); /* everything read from the file is written */
+		if (nretry) {
+			/* counted in every rule's `retried`; logged at most every 10 s
+			 * per pool so that an outage is visible without flooding */
+			const char *why = s->conn && t->last_error ? t->last_error(s->conn) : NULL;
+			log_ratelimited(&s->retry_log, 10000, LOG_WARNING,
+			                "backend %s %s: %zu jobs not written (%s); retrying in order",
+			                t->name, pl->name, nretry,
+			                why && why[0] ? why : "database unavailable");
+		}
 		if (rc != 0 && s->conn) {
 			log_warning("backend %s %s: connection failed; reconnecting", t->name, pl->name);
 			close_conn(s);

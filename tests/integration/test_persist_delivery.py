@@ -145,6 +145,8 @@ def test_async_acks_at_once_and_writes_after_outage(broker_factory, store):
     assert r["dropped"] == 0 and r["failed"] == 0
     assert r["inflight"] == 0 and r["queuing"] == 0
     check_invariant(metrics(b.port, store))
+    # the outage is in the log too, with the database's reason
+    assert f"backend {store.name} pool1:" in b.log() and "jobs not written (" in b.log()
 
 
 # ---------------------------------------------------------------- sync

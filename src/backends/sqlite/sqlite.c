@@ -372,4 +372,5 @@ const backend_type sqlite_backend = {
 	.close = be_close,
 	.ping = be_ping,
 	.run_batch = be_run_batch,
+	.last_error = drv_errmsg,
 };
