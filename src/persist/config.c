@@ -447,7 +447,7 @@ static int set_rule(void *target, const char *const *cap, int ncap, const cfg_va
 	r->n = n;
 	r->max_returned_count = -1; /* -1: the backend's global value */
 	r->time_range_ms = 0;
-	bool have_range = false;
+	bool have_range = false, have_opts = false;
 	snprintf(r->key, sizeof(r->key), "backend.%s.hook.%s.%lld", be->type->name, cap[0],
 	         (long long)n);
 	if (!json_is_object(root)) {
@@ -490,6 +490,7 @@ static int set_rule(void *target, const char *const *cap, int ncap, const cfg_va
 		} else if (strcmp(k, "action") == 0) {
 			/* checked below, once the point is known */
 		} else if (strcmp(k, "offline_opts") == 0) {
+			have_opts = true;
 			if (!json_is_object(val)) {
 				snprintf(err, errlen, "\"offline_opts\" must be an object");
 				goto fail;
@@ -565,6 +566,15 @@ static int set_rule(void *target, const char *const *cap, int ncap, const cfg_va
 	}
 	if (parse_action(be, r, action, err, errlen))
 		goto fail;
+	/* only the fetch functions read offline_opts: anywhere else it would be
+	 * silently ignored, so it is an error */
+	if (have_opts && (!r->func || strncmp(r->func->name, "on_message_fetch", 16) != 0)) {
+		snprintf(err, errlen,
+		         "\"offline_opts\" applies only to on_message_fetch functions, not to %s "
+		         "(remove it)",
+		         r->func ? r->func->name : "a raw action");
+		goto fail;
+	}
 	if (!have_range)
 		r->time_range_ms = 0; /* 0: the backend's global value */
 	else if (r->time_range_ms == 0)

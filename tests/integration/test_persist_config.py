@@ -232,6 +232,14 @@ def test_bad_offline_opts(store, tmpdir_path):
     assert p.returncode == 0, p.stderr
 
 
+def test_offline_opts_only_on_fetch(store, tmpdir_path):
+    """offline_opts anywhere but on a fetch function would be ignored: refused."""
+    bad = store.rule("message.publish", 1, PUBLISH_FN, topic="#",
+                     offline_opts={"max_returned_count": 5})
+    path, line = bad_config(tmpdir_path, store, bad)
+    refused(path, line, key(store), "applies only to on_message_fetch")
+
+
 # ---------------------------------------------------------------- raw statements
 
 def test_unknown_variable_in_raw_statement(store, tmpdir_path):
