@@ -245,7 +245,7 @@ void store_tok_release(broker *b, state_tok **t)
 typedef struct restore_ctx {
 	broker *b;
 	uint64_t now_wall;
-	uint64_t sessions, subs, msgs, retained, expired;
+	uint64_t sessions, subs, msgs, retained, expired, over_limit;
 } restore_ctx;
 
 static session *find(broker *b, const char *cid, uint32_t len)
@@ -317,6 +317,13 @@ static int on_queued(void *arg, const state_queued *q)
 		msg_unref(&m);
 		return -1;
 	}
+	/* the queue limit holds after a restart too (it may have been lowered):
+	 * the newest beyond it are dropped, as mqtt.mqueue_drop = drop_newest */
+	if (!q->mstate && s->queue.n >= (uint64_t)r->b->cfg->max_mqueue_len) {
+		msg_unref(&m);
+		r->over_limit++;
+		return -1;
+	}
 	if (q->seq > s->store_seq)
 		s->store_seq = q->seq;
 	int rc = session_restore_delivery(s, m, q->qos, q->flags, q->sub_id, q->seq, q->pid,
@@ -355,6 +362,10 @@ int store_restore(broker *b)
 		log_error("%s", err);
 		return -1;
 	}
+	if (r.over_limit)
+		log_warning("state store: %llu stored messages dropped: their sessions' queues are "
+		            "full (mqtt.max_mqueue_len)",
+		            (unsigned long long)r.over_limit);
 	log_notice("state store: restored %llu sessions, %llu subscriptions, %llu queued messages, "
 	           "%llu retained messages (%llu expired sessions removed)",
 	           (unsigned long long)r.sessions, (unsigned long long)r.subs,

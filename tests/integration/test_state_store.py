@@ -377,3 +377,23 @@ def test_state_metrics_on_sys(broker_factory):
     # a session row, a subscription row, ten queued messages
     assert m["ops"] >= 12 and m["commits"] >= 1
     assert m["dropped"] == 0 and m["queued"] == 0
+
+
+def test_restore_applies_a_lowered_queue_limit(broker_factory):
+    b = broker_factory(conf(), workers=2)
+    r = persistent(b.port, "lots")
+    sub_ack(r, [("l/#", 1)])
+    r.close()
+    p = raw_connect(b.port, "pub")
+    for i in range(10):
+        publish_ack(p, "l/1", b"%d" % i, qos=1, pid=i + 1)
+    wait_until(lambda: db_rows(b, "select count(*) from keepmq_queue") == [(10,)], what="10 rows")
+    assert b.stop() == 0
+    # the same state file (same directory), a smaller queue limit
+    b2 = broker_factory(conf(extra="mqtt.max_mqueue_len = 4\n"), workers=2)
+    assert "6 stored messages dropped" in b2.log()
+    assert db_rows(b2, "select count(*) from keepmq_queue") == [(4,)]
+    r = Raw(b2.port)
+    assert r.connect("lots", clean=False).session_present
+    got = drain_publishes(r, quiet=0.5)
+    assert [m.payload for m in got] == [b"0", b"1", b"2", b"3"]

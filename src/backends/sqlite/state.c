@@ -193,11 +193,11 @@ static int put_msg(sdb *d, const kmq_msg *m)
 	return run(d, S_MSG_PUT);
 }
 
-static int del_queued(sdb *d, const state_op *op)
+static int del_row(sdb *d, const char *cid, uint32_t cid_len, uint64_t seq)
 {
 	sqlite3_stmt *s = d->st[S_Q_DEL];
-	bind_text(s, 1, op->cid, op->cid_len);
-	sqlite3_bind_int64(s, 2, (sqlite3_int64)op->seq);
+	bind_text(s, 1, cid, cid_len);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)seq);
 	uint8_t id[16];
 	bool have = false;
 	int rc;
@@ -275,7 +275,7 @@ static int apply_one(sdb *d, const state_op *op, const kmq_msg **last_msg)
 		return run(d, S_Q_PID);
 	case SOP_MSG_DEL:
 		*last_msg = NULL; /* its body may be gone now */
-		return del_queued(d, op);
+		return del_row(d, op->cid, op->cid_len, op->seq);
 	case SOP_RETAIN_PUT: {
 		size_t n;
 		if (encode(d, op->msg, &n))
@@ -406,12 +406,11 @@ static int st_load(void *dbp, const state_loader *l, char *err, size_t errlen)
 		q.pid = (uint16_t)sqlite3_column_int(s, 5);
 		q.mstate = (uint8_t)sqlite3_column_int(s, 6);
 		q.msg = col_msg(s, 7);
-		if (!q.msg) {
+		if (!q.msg || l->queued(l->arg, &q)) {
+			/* unreadable, or not kept (over the queue limit): it goes */
 			bad++;
-			continue;
+			del_row(d, q.cid, q.cid_len, q.seq);
 		}
-		if (l->queued(l->arg, &q))
-			bad++;
 	}
 	sqlite3_finalize(s);
 
