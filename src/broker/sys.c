@@ -121,10 +121,10 @@ static void publish_stats(worker *w, void *arg)
 		char json[256];
 		snprintf(json, sizeof(json),
 		         "{\"ops\": %llu, \"commits\": %llu, \"retries\": %llu, \"dropped\": %llu, "
-		         "\"queued\": %llu}",
+		         "\"queued\": %llu, \"elided\": %llu}",
 		         (unsigned long long)ss.ops, (unsigned long long)ss.commits,
 		         (unsigned long long)ss.retries, (unsigned long long)ss.dropped,
-		         (unsigned long long)ss.queued);
+		         (unsigned long long)ss.queued, (unsigned long long)ss.elided);
 		publish_text(w, topic, json, true);
 	}
 	if (persist_backend_count(b->persist)) {

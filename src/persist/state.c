@@ -44,7 +44,7 @@ struct state {
 	bool waiting; /* the thread sleeps on cv */
 	bool stop;
 	_Atomic bool accepting;
-	_Atomic uint64_t ops, commits, retries, dropped;
+	_Atomic uint64_t ops, commits, retries, dropped, elided;
 };
 
 /* ---------------------------------------------------------------- configuration */
@@ -247,12 +247,103 @@ static void finish(state *st, state_op **vec, size_t n, bool ok)
 	}
 }
 
+/*
+ * A message queued for an online session is usually acknowledged within
+ * milliseconds: its MSG_ADD and MSG_DEL (and a QoS 2 MSG_PID) often arrive in
+ * the same batch. Writing the row and deleting it again would cost two
+ * statements and a message body for nothing, so such ops are moved to the
+ * end of vec, unapplied; they finish with the batch's commit like the rest.
+ * Matching is by (client id, seq); a later MSG_ADD of the same key (a new
+ * session under the same id restarts its numbers) replaces an earlier one.
+ * Returns how many ops, from vec[0], are to be applied.
+ */
+typedef struct elide_ctx {
+	int32_t *slot; /* index into vec, -1: empty */
+	uint8_t *gone;
+	size_t nslots;
+} elide_ctx;
+
+static uint64_t op_key_hash(const state_op *op)
+{
+	uint64_t h = 1469598103934665603ull ^ op->seq;
+	for (uint32_t i = 0; i < op->cid_len; i++)
+		h = (h ^ (uint8_t)op->cid[i]) * 1099511628211ull;
+	return h ^ (h >> 29);
+}
+
+static bool same_key(const state_op *a, const state_op *b)
+{
+	return a->seq == b->seq && a->cid_len == b->cid_len && memcmp(a->cid, b->cid, a->cid_len) == 0;
+}
+
+/* The slot of op's key: where it is, or the empty one where it would go. */
+static size_t find_slot(elide_ctx *e, state_op **vec, const state_op *op)
+{
+	size_t i = op_key_hash(op) & (e->nslots - 1);
+	while (e->slot[i] >= 0 && !same_key(vec[e->slot[i]], op))
+		i = (i + 1) & (e->nslots - 1);
+	return i;
+}
+
+static size_t elide(elide_ctx *e, state_op **vec, size_t n)
+{
+	bool any = false;
+	for (size_t i = 0; i < e->nslots; i++)
+		e->slot[i] = -1;
+	memset(e->gone, 0, n);
+	for (size_t i = 0; i < n; i++) {
+		state_op *op = vec[i];
+		if (op->kind == SOP_MSG_ADD) {
+			e->slot[find_slot(e, vec, op)] = (int32_t)i;
+		} else if (op->kind == SOP_MSG_DEL || op->kind == SOP_MSG_PID) {
+			int32_t a = e->slot[find_slot(e, vec, op)];
+			if (a >= 0 && !e->gone[a] && op->kind == SOP_MSG_DEL) {
+				e->gone[a] = e->gone[i] = 1;
+				any = true;
+			}
+		}
+	}
+	if (!any)
+		return n;
+	/* a MSG_PID of an elided row goes too (it lies between its ADD and DEL) */
+	for (size_t i = 0; i < n; i++) {
+		if (vec[i]->kind != SOP_MSG_PID)
+			continue;
+		int32_t a = e->slot[find_slot(e, vec, vec[i])];
+		if (a >= 0 && e->gone[a] && (size_t)a < i)
+			e->gone[i] = 1;
+	}
+	/* stable partition: kept ops first, in order, then the elided ones */
+	state_op **tmp = malloc(n * sizeof(*tmp));
+	if (!tmp)
+		return n; /* apply everything: correct, only slower */
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!e->gone[i])
+			tmp[k++] = vec[i];
+	size_t keep = k;
+	for (size_t i = 0; i < n; i++)
+		if (e->gone[i])
+			tmp[k++] = vec[i];
+	memcpy(vec, tmp, n * sizeof(*tmp));
+	free(tmp);
+	return keep;
+}
+
 static void *writer(void *arg)
 {
 	state *st = arg;
 	size_t max = (size_t)st->batch_size;
 	state_op **vec = malloc(max * sizeof(*vec));
-	if (!vec) {
+	elide_ctx e = {0};
+	for (e.nslots = 16; e.nslots < 2 * max; e.nslots *= 2)
+		;
+	e.slot = malloc(e.nslots * sizeof(*e.slot));
+	e.gone = malloc(max);
+	if (!vec || !e.slot || !e.gone) {
+		free(vec);
+		free(e.slot);
+		free(e.gone);
 		log_error("state store: out of memory; the broker's state is not written");
 		return NULL;
 	}
@@ -271,11 +362,13 @@ static void *writer(void *arg)
 		}
 		size_t n = take(st, vec, max);
 		pthread_mutex_unlock(&st->mu);
+		size_t napply = elide(&e, vec, n);
+		atomic_fetch_add_explicit(&st->elided, n - napply, memory_order_relaxed);
 
 		uint64_t backoff = 50, stop_at = 0;
 		for (;;) {
 			err[0] = 0;
-			if (st->type->apply(st->db, vec, n, err, sizeof(err)) == 0) {
+			if (napply == 0 || st->type->apply(st->db, vec, napply, err, sizeof(err)) == 0) {
 				atomic_fetch_add_explicit(&st->commits, 1, memory_order_relaxed);
 				finish(st, vec, n, true);
 				break;
@@ -313,6 +406,8 @@ static void *writer(void *arg)
 						rest = next;
 					}
 					free(vec);
+					free(e.slot);
+					free(e.gone);
 					return NULL;
 				}
 			}
@@ -321,6 +416,8 @@ static void *writer(void *arg)
 		}
 	}
 	free(vec);
+	free(e.slot);
+	free(e.gone);
 	return NULL;
 }
 
@@ -444,6 +541,7 @@ void state_get_stats(state *st, state_stats *out)
 	out->commits = atomic_load(&st->commits);
 	out->retries = atomic_load(&st->retries);
 	out->dropped = atomic_load(&st->dropped);
+	out->elided = atomic_load(&st->elided);
 	pthread_mutex_lock(&st->mu);
 	out->queued = st->nqueued;
 	pthread_mutex_unlock(&st->mu);

@@ -154,6 +154,7 @@ void state_free(state **st);
 /* Counters, for $SYS and tests. */
 typedef struct state_stats {
 	uint64_t ops, commits, retries, dropped, queued;
+	uint64_t elided; /* queued-then-acknowledged pairs never written (state.c) */
 } state_stats;
 void state_get_stats(state *st, state_stats *out);
 
