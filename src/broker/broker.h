@@ -604,7 +604,8 @@ void store_sub_del(session *s, mqtt_str full);
 uint64_t store_msg_add(session *s, kmq_msg *m, uint8_t qos, uint8_t flags, uint32_t sub_id);
 /* mstate 1: QoS 2 PUBLISH sent with pid; 2: PUBREC received, PUBREL sent. */
 void store_msg_pid(session *s, uint64_t sseq, uint16_t pid, uint8_t mstate);
-void store_msg_del(session *s, uint64_t sseq);
+/* msgid: the delivery's message id (its body goes with its last row). */
+void store_msg_del(session *s, uint64_t sseq, const uint8_t msgid[16]);
 /* A retained message set (or, empty, cleared) by broker_publish. */
 void store_retain(worker *w, kmq_msg *m);
 /* Around broker_publish of a client's QoS 1/2 PUBLISH: in sync mode begins a

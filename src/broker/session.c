@@ -41,7 +41,7 @@ static void dlv_release(delivery *d)
 static void dlv_finish(session *s, delivery *d)
 {
 	if (d->sseq) {
-		store_msg_del(s, d->sseq);
+		store_msg_del(s, d->sseq, d->msg->id);
 		d->sseq = 0;
 	}
 	dlv_release(d);

@@ -112,11 +112,11 @@ void store_msg_pid(session *s, uint64_t sseq, uint16_t pid, uint8_t mstate)
 	submit(s->w->b, op);
 }
 
-void store_msg_del(session *s, uint64_t sseq)
+void store_msg_del(session *s, uint64_t sseq, const uint8_t msgid[16])
 {
 	if (!sseq || !s->stored || !active(s->w->b))
 		return;
-	state_op *op = state_op_new(SOP_MSG_DEL, s->client_id, s->cid_len, NULL, 0);
+	state_op *op = state_op_new(SOP_MSG_DEL, s->client_id, s->cid_len, msgid, 16);
 	if (!op)
 		return;
 	op->seq = sseq;

@@ -95,7 +95,9 @@ static const cfg_key state_keys[] = {
 	 "Most operations written in one transaction."},
 	{"state.queue_limit", CFG_INT, "1000000", 1000, 1000000000, NULL, OFF(queue_limit), NULL, 0,
 	 "Most operations waiting to be written (while the database is slow or failing). Beyond "
-	 "it new changes are not written (counted and logged) and sync acknowledgements fail."},
+	 "it messages newly queued for sessions and new retained messages are not written "
+	 "(counted and logged; their sync acknowledgements fail); deletions and session and "
+	 "subscription changes are always written."},
 };
 #undef OFF
 
@@ -464,9 +466,14 @@ void state_submit(state *st, state_op *op)
 		op_done(op, false);
 		return;
 	}
-	atomic_fetch_add_explicit(&st->ops, 1, memory_order_relaxed);
 	pthread_mutex_lock(&st->mu);
-	if (st->nqueued >= (uint64_t)st->queue_limit) {
+	/* Over the limit only what adds state is refused: a message queued for
+	 * a session, a retained message set. A deletion, a packet id, a session
+	 * or subscription change is always taken (it is small, and dropping it
+	 * would leave a row that brings an acknowledged message back after a
+	 * restart). */
+	if (st->nqueued >= (uint64_t)st->queue_limit &&
+	    (op->kind == SOP_MSG_ADD || op->kind == SOP_RETAIN_PUT)) {
 		pthread_mutex_unlock(&st->mu);
 		static log_ratelimit rl;
 		atomic_fetch_add_explicit(&st->dropped, 1, memory_order_relaxed);
@@ -479,6 +486,7 @@ void state_submit(state *st, state_op *op)
 		op_done(op, false);
 		return;
 	}
+	atomic_fetch_add_explicit(&st->ops, 1, memory_order_relaxed);
 	if (op->tok)
 		op->tok->st = st;
 	op->next = NULL;

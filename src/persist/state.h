@@ -23,8 +23,9 @@
  *
  * Failure. A transaction that fails (disk full, read-only file, locked too
  * long) is retried with backoff, whole, while new operations queue behind it
- * (bounded by state.queue_limit; beyond it operations are dropped, counted
- * and their tokens fail). At stop the queue is written out, for at most
+ * (bounded by state.queue_limit; beyond it new queued and retained
+ * messages are dropped, counted, and their tokens fail; deletions, packet
+ * ids, session and subscription changes are always kept). At stop the queue is written out, for at most
  * STATE_STOP_MS if the database keeps failing.
  *
  * Ownership: state_submit takes the operation (and its message reference and
@@ -52,7 +53,7 @@ enum state_op_kind {
 	SOP_SUB_DEL,         /* cid, key = filter */
 	SOP_MSG_ADD,         /* cid, seq: msg, qos, flags, sub_id */
 	SOP_MSG_PID,         /* cid, seq: pid, mstate (1 sent, 2 PUBREL sent) */
-	SOP_MSG_DEL,         /* cid, seq: acknowledged or dropped */
+	SOP_MSG_DEL,         /* cid, seq, key = message id (16 bytes): acknowledged or dropped */
 	SOP_RETAIN_PUT,      /* msg (its topic is the key) */
 	SOP_RETAIN_DEL,      /* key = topic */
 };

@@ -329,6 +329,44 @@ static void test_add_then_del_in_one_batch_is_elided(void **unused)
 	state_free(&st);
 }
 
+/* Over state.queue_limit a new queued message is refused (its token then
+ * fails: see test_stop_with_failing_store_reports_failure), but a deletion is still taken: dropping it would bring an acknowledged
+ * message back after a restart. */
+static void test_queue_limit_keeps_deletions(void **unused)
+{
+	(void)unused;
+	memset(&F, 0, sizeof(F));
+	pthread_mutex_init(&F.mu, NULL);
+	nacks = 0;
+	cfg_registry *reg = cfg_registry_new();
+	state *st = state_new(reg, types);
+	cfg_errors errs = {0};
+	cfg_apply_defaults(reg, &errs);
+	const char *conf = "state.store = fake\nstate.queue_limit = 1000\n";
+	assert_int_equal(cfg_load_string(reg, "t.conf", conf, strlen(conf), &errs), 0);
+	char err[200];
+	state_loader l = {0};
+	assert_int_equal(state_open_load(st, &l, err, sizeof(err)), 0);
+	for (uint64_t i = 1; i <= 1000; i++)
+		state_submit(st, op_kind(SOP_MSG_ADD, "c", i));
+	state_submit(st, op_kind(SOP_MSG_ADD, "c", 1001));
+	state_submit(st, op_kind(SOP_MSG_DEL, "c", 5000));
+	state_submit(st, op_kind(SOP_SESSION_DEL, "c", 5001));
+	state_stats s;
+	state_get_stats(st, &s);
+	assert_int_equal(s.dropped, 1);
+	assert_int_equal(s.ops, 1002);
+	assert_int_equal(s.queued, 1002);
+	assert_int_equal(state_start(st, &host, err, sizeof(err)), 0);
+	state_stop(st);
+	assert_int_equal(F.nseqs, 1002);
+	assert_int_equal(F.seqs[1000], 5000);
+	assert_int_equal(F.seqs[1001], 5001);
+	cfg_release(reg);
+	cfg_registry_free(&reg);
+	state_free(&st);
+}
+
 static void test_unknown_store_names_the_key(void **unused)
 {
 	(void)unused;
@@ -441,6 +479,7 @@ int main(void)
 	    cmocka_unit_test(test_stop_with_failing_store_reports_failure),
 	    cmocka_unit_test(test_stop_writes_everything_queued),
 	    cmocka_unit_test(test_add_then_del_in_one_batch_is_elided),
+	    cmocka_unit_test(test_queue_limit_keeps_deletions),
 	    cmocka_unit_test(test_unknown_store_names_the_key),
 	    cmocka_unit_test(test_msg_roundtrip),
 	    cmocka_unit_test(test_msg_decode_refuses_damage),

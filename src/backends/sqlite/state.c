@@ -41,6 +41,7 @@ enum {
 	S_Q_PUT,
 	S_Q_PID,
 	S_Q_DEL,
+	S_Q_DEL_RET,
 	S_MSG_GC,
 	S_RET_PUT,
 	S_RET_DEL,
@@ -66,7 +67,8 @@ static const char *const sql_text[S__N] = {
 	[S_Q_PUT] = "INSERT OR REPLACE INTO keepmq_queue (clientid, seq, msgid, qos, flags, sub_id, "
 	            "pid, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0)",
 	[S_Q_PID] = "UPDATE keepmq_queue SET pid = ?3, state = ?4 WHERE clientid = ?1 AND seq = ?2",
-	[S_Q_DEL] = "DELETE FROM keepmq_queue WHERE clientid = ?1 AND seq = ?2 RETURNING msgid",
+	[S_Q_DEL] = "DELETE FROM keepmq_queue WHERE clientid = ?1 AND seq = ?2",
+	[S_Q_DEL_RET] = "DELETE FROM keepmq_queue WHERE clientid = ?1 AND seq = ?2 RETURNING msgid",
 	[S_MSG_GC] = "DELETE FROM keepmq_msg WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM "
 	             "keepmq_queue WHERE msgid = ?1)",
 	[S_RET_PUT] = "INSERT OR REPLACE INTO keepmq_retain (topic, data) VALUES (?1, ?2)",
@@ -193,9 +195,25 @@ static int put_msg(sdb *d, const kmq_msg *m)
 	return run(d, S_MSG_PUT);
 }
 
-static int del_row(sdb *d, const char *cid, uint32_t cid_len, uint64_t seq)
+/* Deletes a queue row and, if no other row refers to it, its message. With
+ * the message id known (msgid != NULL) this is two plain statements;
+ * otherwise (at load) the id comes back from DELETE ... RETURNING, which
+ * costs SQLite a temporary table per call. */
+static int del_row(sdb *d, const char *cid, uint32_t cid_len, uint64_t seq, const void *msgid)
 {
-	sqlite3_stmt *s = d->st[S_Q_DEL];
+	if (msgid) {
+		sqlite3_stmt *q = d->st[S_Q_DEL];
+		bind_text(q, 1, cid, cid_len);
+		sqlite3_bind_int64(q, 2, (sqlite3_int64)seq);
+		int rc = run(d, S_Q_DEL);
+		if (rc)
+			return rc;
+		if (sqlite3_changes(d->db) == 0)
+			return 0;
+		sqlite3_bind_blob(d->st[S_MSG_GC], 1, msgid, 16, SQLITE_STATIC);
+		return run(d, S_MSG_GC);
+	}
+	sqlite3_stmt *s = d->st[S_Q_DEL_RET];
 	bind_text(s, 1, cid, cid_len);
 	sqlite3_bind_int64(s, 2, (sqlite3_int64)seq);
 	uint8_t id[16];
@@ -275,7 +293,7 @@ static int apply_one(sdb *d, const state_op *op, const kmq_msg **last_msg)
 		return run(d, S_Q_PID);
 	case SOP_MSG_DEL:
 		*last_msg = NULL; /* its body may be gone now */
-		return del_row(d, op->cid, op->cid_len, op->seq);
+		return del_row(d, op->cid, op->cid_len, op->seq, op->key_len == 16 ? op->key : NULL);
 	case SOP_RETAIN_PUT: {
 		size_t n;
 		if (encode(d, op->msg, &n))
@@ -343,13 +361,57 @@ static kmq_msg *col_msg(sqlite3_stmt *s, int i)
 	return p && n > 0 ? msg_decode(p, (size_t)n) : NULL;
 }
 
-/* Rows a loader callback refused are deleted after the walk (delete_sql with
- * the row's key columns bound in order). */
+/* Rows the loader refused, deleted once the SELECT that found them is done
+ * (deleting from a table while a statement walks it is not defined to visit
+ * every row exactly once). */
+typedef struct gone_row {
+	struct gone_row *next;
+	uint64_t seq; /* queue rows; sessions: unused */
+	uint32_t cid_len;
+	char cid[];
+} gone_row;
+
+static void remember(gone_row **list, const char *cid, uint32_t len, uint64_t seq)
+{
+	gone_row *g = malloc(sizeof(*g) + len);
+	if (!g)
+		return; /* the row stays; it is refused again at the next start */
+	g->seq = seq;
+	g->cid_len = len;
+	memcpy(g->cid, cid, len);
+	g->next = *list;
+	*list = g;
+}
+
+static void forget_sessions(sdb *d, gone_row **list)
+{
+	while (*list) {
+		gone_row *g = *list;
+		*list = g->next;
+		for (int i = S_SESSION_GC; i <= S_SESSION_DEL; i++) {
+			bind_text(d->st[i], 1, g->cid, g->cid_len);
+			run(d, i);
+		}
+		free(g);
+	}
+}
+
+static void forget_rows(sdb *d, gone_row **list)
+{
+	while (*list) {
+		gone_row *g = *list;
+		*list = g->next;
+		del_row(d, g->cid, g->cid_len, g->seq, NULL);
+		free(g);
+	}
+}
+
 static int st_load(void *dbp, const state_loader *l, char *err, size_t errlen)
 {
 	sdb *d = dbp;
 	sqlite3_stmt *s = NULL;
 	uint64_t bad = 0;
+	gone_row *gone = NULL;
 	if (sqlite3_exec(d->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
 		goto fail;
 
@@ -366,17 +428,12 @@ static int st_load(void *dbp, const state_loader *l, char *err, size_t errlen)
 		ss.offline_ms = (uint64_t)sqlite3_column_int64(s, 3);
 		if (sqlite3_column_type(s, 4) != SQLITE_NULL)
 			ss.username = col_text(s, 4, &ss.ulen);
-		if (l->session(l->arg, &ss)) {
-			/* expired or unusable: forget it and all it held */
-			sqlite3_stmt *del;
-			for (int i = S_SESSION_GC; i <= S_SESSION_DEL; i++) {
-				del = d->st[i];
-				bind_text(del, 1, ss.cid, ss.cid_len);
-				run(d, i);
-			}
-		}
+		if (l->session(l->arg, &ss)) /* expired or unusable: it and all it held go */
+			remember(&gone, ss.cid, ss.cid_len, 0);
 	}
 	sqlite3_finalize(s);
+	s = NULL;
+	forget_sessions(d, &gone);
 
 	/* subscriptions (of sessions the loader kept) */
 	if (sqlite3_prepare_v2(d->db, "SELECT clientid, filter, options, sub_id FROM keepmq_sub", -1,
@@ -409,10 +466,12 @@ static int st_load(void *dbp, const state_loader *l, char *err, size_t errlen)
 		if (!q.msg || l->queued(l->arg, &q)) {
 			/* unreadable, or not kept (over the queue limit): it goes */
 			bad++;
-			del_row(d, q.cid, q.cid_len, q.seq);
+			remember(&gone, q.cid, q.cid_len, q.seq);
 		}
 	}
 	sqlite3_finalize(s);
+	s = NULL;
+	forget_rows(d, &gone);
 
 	/* retained messages */
 	if (sqlite3_prepare_v2(d->db, "SELECT data FROM keepmq_retain", -1, &s, NULL) != SQLITE_OK)
@@ -446,6 +505,11 @@ static int st_load(void *dbp, const state_loader *l, char *err, size_t errlen)
 fail:
 	snprintf(err, errlen, "state store: loading: %s", sqlite3_errmsg(d->db));
 	sqlite3_finalize(s);
+	while (gone) {
+		gone_row *g = gone;
+		gone = g->next;
+		free(g);
+	}
 	sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
 	return -1;
 }
