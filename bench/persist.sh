@@ -27,6 +27,29 @@
 # times, so drift of the shared machine hits every row alike; each cell is
 # the median of the repeats.
 #
+# The broker's own state store (--state): the same load, but the subscriber
+# is a persistent session (keepmq-loadgen --sub-session persistent: MQTT
+# 3.1.1 clean session 0), so with a state store every delivery is written
+# (keepmq_msg + keepmq_queue) and deleted again when the subscriber's PUBACK
+# comes; no backend rule. Rows:
+#   st-none   persistent subscriber online, state.store = none (baseline)
+#   st-async  state.store = sqlite, state.delivery_mode = async
+#   st-sync   the same, delivery_mode = sync (PUBACK after the commit)
+#   off-none, off-async, off-sync  the same three with the subscriber's
+#             session offline (--sub-session offline: it subscribes and
+#             disconnects before the publishers start), so every message
+#             queues for it and stays stored; mqtt.max_mqueue_len =
+#             10000000 so the session queue drops nothing
+# --state runs these and limit100 (for context); --only picks from every
+# row of both sets. After a stored run the driver waits until the broker
+# is idle (its CPU time stops moving: the writer thread has nothing left),
+# then counts keepmq_queue and keepmq_msg (sqlite3 -readonly): online they
+# must be empty, offline both must equal the PUBACKs received; after
+# SIGTERM it counts again. A run that misses is flagged (NOT-EMPTY,
+# MISSING); a "state.queue_limit" error in the broker log flags DROPPED.
+# The stored rate is acked messages (offline: keepmq_queue rows) / (load
+# start -> broker idle).
+#
 # Load (keepmq rows): keepmq-loadgen pubsub, QoS 1, 10 publishers -> 1
 # subscriber on bench/# (fan-in; the generator needs at least one
 # subscriber), 64-byte payloads, at most --window (64) unacknowledged
@@ -46,12 +69,13 @@
 # flagged (MISSING). The persisted rate is rows / (time from the start of
 # the load generator until the last row was committed).
 #
-# Needs bash, coreutils, awk, ss (iproute2). Writes
-# bench/results/persist-<UTC time>.md and prints it.
+# Needs bash, coreutils, awk, ss (iproute2); the state rows also the sqlite3
+# command-line shell. Writes bench/results/persist-<UTC time>.md (with
+# --state: state-<UTC time>.md) and prints it.
 #
 # Usage: bench/persist.sh [--quick] [--repeat R] [--duration S] [--warmup S]
-#                         [--only REGEX] [--window N] [--rate R] [--no-build]
-#                         [--keep]
+#                         [--state] [--only REGEX] [--window N] [--rate R]
+#                         [--no-build] [--keep]
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -73,6 +97,8 @@ RATE=0
 DRAIN_TIMEOUT=120
 BUILD=1
 KEEP=0
+STATE=0
+OFFLINE_MQUEUE=10000000
 ORIG_ARGS=("$@")
 
 usage() {
@@ -84,7 +110,11 @@ Options:
   --duration S     measured seconds per keepmq run (5; quick: 2); the SQLite
                    limit runs warm-up + duration seconds
   --warmup S       warm-up seconds (1; quick: 0.5)
-  --only REGEX     rows to run (none|async|async-mem|sync|limit100|limit100-rr|limit1)
+  --state          the state store rows (st-none|st-async|st-sync|off-none|
+                   off-async|off-sync) and limit100, instead of the backend rows
+  --only REGEX     rows to run, from both sets (none|async|async-mem|sync|
+                   limit100|limit100-rr|limit1|st-none|st-async|st-sync|
+                   off-none|off-async|off-sync)
   --window N       unacknowledged PUBLISHes per publisher (64)
   --rate R         offer R msg/s in total instead of as many as flow control
                    allows (0 = saturate): with R below SQLite's limit this
@@ -104,6 +134,7 @@ while [ $# -gt 0 ]; do
 	--duration) DURATION=$2; shift ;;
 	--warmup) WARMUP=$2; shift ;;
 	--only) ONLY=$2; shift ;;
+	--state) STATE=1 ;;
 	--window) WINDOW=$2; shift ;;
 	--rate) RATE=$2; shift ;;
 	--publishers) PUBLISHERS=$2; shift ;;
@@ -126,11 +157,18 @@ LIMIT_SECONDS=$(awk -v a="$WARMUP" -v b="$DURATION" 'BEGIN {print a + b}')
 
 log() { echo "persist.sh: $*" >&2; }
 
-ALL_ROWS=(none async async-mem sync limit100 limit100-rr limit1)
+ALL_ROWS=(none async async-mem sync limit100 limit100-rr limit1
+	st-none st-async st-sync off-none off-async off-sync)
+DEFAULT_ROWS=(none async async-mem sync limit100 limit100-rr limit1)
+[ "$STATE" = 1 ] && DEFAULT_ROWS=(st-none st-async st-sync off-none off-async off-sync limit100)
 ROWS=()
-for r in "${ALL_ROWS[@]}"; do
-	[ -z "$ONLY" ] || [[ $r =~ ^($ONLY)$ ]] && ROWS+=("$r")
-done
+if [ -z "$ONLY" ]; then
+	ROWS=("${DEFAULT_ROWS[@]}")
+else
+	for r in "${ALL_ROWS[@]}"; do
+		[[ $r =~ ^($ONLY)$ ]] && ROWS+=("$r")
+	done
+fi
 [ ${#ROWS[@]} -gt 0 ] || { log "--only '$ONLY' matches no row (${ALL_ROWS[*]})"; exit 2; }
 
 if [ "$BUILD" = 1 ]; then
@@ -144,6 +182,13 @@ if [ "$BUILD" = 1 ]; then
 fi
 for b in "$KEEPMQ_BIN" "$LOADGEN" "$SQLITE_LIMIT"; do
 	[ -x "$b" ] || { log "missing $b (build it, or drop --no-build)"; exit 1; }
+done
+is_state_row() { case $1 in st-* | off-*) return 0 ;; esac; return 1; }
+for r in "${ROWS[@]}"; do
+	if is_state_row "$r" && ! command -v sqlite3 >/dev/null; then
+		log "the state rows count keepmq_queue with the sqlite3 shell, which is missing"
+		exit 1
+	fi
 done
 
 TMP=$(mktemp -d /tmp/keepmq-persist.XXXXXX)
@@ -186,12 +231,23 @@ write_conf() { # mode port dir -> config path
 	{
 		echo "listener.tcp.default = 127.0.0.1:$2"
 		echo "log.level = warning"
-		if [ "$1" != none ]; then
+		case $1 in
+		none | st-none) ;;
+		st-* | off-*)
+			[ "${1#off-}" != "$1" ] && echo "mqtt.max_mqueue_len = $OFFLINE_MQUEUE"
+			if [ "${1#*-}" != none ]; then
+				echo "state.store = sqlite"
+				echo "state.file = $3/keepmq.db"
+				echo "state.delivery_mode = ${1#*-}"
+			fi
+			;;
+		*)
 			echo "backend.sqlite.pool1.database = $3/keepmq.db"
 			echo "backend.sqlite.delivery_mode = ${1%-mem}"
 			[ "$1" = async-mem ] && echo 'backend.sqlite.pool1.spill_dir = ""'
 			echo 'backend.sqlite.hook.message.publish.1 = {"topic": "#", "action": {"function": "on_message_publish"}, "pool": "pool1"}'
-		fi
+			;;
+		esac
 	} >"$f"
 	echo "$f"
 }
@@ -230,6 +286,14 @@ stop_broker() {
 }
 
 count_rows() { "$SQLITE_LIMIT" --count "$1" 2>/dev/null || echo -1; }
+# "queue msg" row counts of the state store's tables (read-only; WAL readers
+# do not block the writer).
+count_state() {
+	sqlite3 -readonly -separator ' ' "$1" \
+		'SELECT (SELECT count(*) FROM keepmq_queue), (SELECT count(*) FROM keepmq_msg)' 2>/dev/null ||
+		echo "-1 -1"
+}
+ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat" 2>/dev/null; }
 
 declare -A VAL  # "row|metric" -> values of the repeats
 declare -A NOTE # row -> flags
@@ -251,6 +315,66 @@ LG_ARGS=(pubsub --topology fanin --publishers "$PUBLISHERS" --subscribers 1 --qo
 	--payload "$PAYLOAD" --window "$WINDOW" --max-backlog "$MAX_BACKLOG"
 	--warmup "$WARMUP" --duration "$DURATION")
 [ "$RATE" != 0 ] && LG_ARGS+=(--rate "$RATE")
+lg_extra() { # mode -> extra load generator options
+	case $1 in
+	st-*) echo "--sub-session persistent" ;;
+	off-*) echo "--sub-session offline" ;;
+	esac
+}
+
+# State rows, after the load: waits until the broker is idle (the writer
+# has nothing left), checks keepmq_queue / keepmq_msg. Sets STATE_SUMMARY.
+check_state() { # mode dir acked t0 t1 cpu0
+	local mode=$1 dir=$2 acked=$3 t0=$4 t1=$5 cpu0=$6 db=$2/keepmq.db
+	local want=0
+	[ "${mode#off-}" != "$mode" ] && want=$acked
+	local c_end q m t2=$t1 tk last_tk idle=0 deadline tn
+	c_end=$(count_state "$db" | cut -d' ' -f1)
+	last_tk=$(ticks "$BROKER_PID")
+	deadline=$(awk -v a="$t1" -v b="$DRAIN_TIMEOUT" 'BEGIN {printf "%.3f", a + b}')
+	# idle: at most 1 tick of CPU in each of 3 polls of 0.2 s
+	while :; do
+		sleep 0.2
+		tn=$(now)
+		tk=$(ticks "$BROKER_PID")
+		[ -z "$tk" ] && break
+		if [ $((tk - last_tk)) -le 1 ]; then
+			idle=$((idle + 1))
+			[ "$idle" -ge 3 ] && break
+		else
+			idle=0 t2=$tn
+		fi
+		last_tk=$tk
+		awk -v a="$tn" -v b="$deadline" 'BEGIN {exit !(a > b)}' && break
+	done
+	read -r q m < <(count_state "$db")
+	local cpu2 threads hwm
+	cpu2=$(cpu_s "$BROKER_PID")
+	threads=$(thread_cpu "$BROKER_PID")
+	hwm=$(hwm_mb "$BROKER_PID")
+	stop_broker
+	local q2 m2 dropped
+	read -r q2 m2 < <(count_state "$db")
+	dropped=$(grep -c 'state.queue_limit' "$dir/keepmq.log")
+	local drain srate
+	drain=$(sub "$t2" "$t1")
+	# offline: the rows actually there (fewer than acked if changes were
+	# dropped); online nothing is left to count, so the acked messages
+	srate=$(awk -v n="$([ "$want" = 0 ] && echo "$acked" || echo "$q")" -v a="$t2" -v b="$t0" 'BEGIN {printf "%.1f", n / (a - b)}')
+	add_val "$mode" stored_rate "$srate"
+	add_val "$mode" backlog "$c_end"
+	add_val "$mode" drain_s "$drain"
+	add_val "$mode" hwm_mb "$hwm"
+	if [ "$q" = "$want" ] && [ "$m" = "$want" ] && [ "$q2" = "$want" ] && [ "$m2" = "$want" ]; then
+		add_val "$mode" rows_ok 1
+	elif [ "$want" = 0 ]; then
+		add_note "$mode" NOT-EMPTY
+	else
+		add_note "$mode" MISSING
+	fi
+	[ "$dropped" != 0 ] && add_note "$mode" DROPPED
+	STATE_SUMMARY="keepmq_queue rows when the load ended: $c_end; broker idle $(fmt "$drain") s later: keepmq_queue $q, keepmq_msg $m, after SIGTERM $q2 / $m2 (want $want); $([ "$dropped" != 0 ] && echo "broker log: state.queue_limit reached, changes DROPPED; ")stored $(fmt "$srate") msg/s over $(sub "$t2" "$t0") s; broker peak RSS $hwm MiB; thread CPU s: $threads (total $(sub "$cpu2" "$cpu0"))"
+}
 
 run_keepmq() { # mode rep
 	local mode=$1 rep=$2 dir=$TMP/$1-$2
@@ -268,7 +392,8 @@ run_keepmq() { # mode rep
 	cpu0=$(cpu_s "$BROKER_PID")
 	rd0=$(run_delay_s "$BROKER_PID")
 	t0=$(now)
-	"${LG_TIMEOUT[@]}" "$LOADGEN" "${LG_ARGS[@]}" --port "$PORT" --json >"$out" 2>"$dir/loadgen.err"
+	# shellcheck disable=SC2046
+	"${LG_TIMEOUT[@]}" "$LOADGEN" "${LG_ARGS[@]}" $(lg_extra "$mode") --port "$PORT" --json >"$out" 2>"$dir/loadgen.err"
 	rc=$?
 	t1=$(now)
 	cpu1=$(cpu_s "$BROKER_PID")
@@ -293,10 +418,15 @@ run_keepmq() { # mode rep
 	local cpu_pct
 	cpu_pct=$(awk -v a="$cpu0" -v b="$cpu1" -v t="$(sub "$t1" "$t0")" 'BEGIN {printf "%.0f", (t > 0 ? 100 * (b - a) / t : 0)}')
 	add_val "$mode" cpu_pct "$cpu_pct"
+	add_val "$mode" cpu_wait "$(sub "$rd1" "$rd0")"
+	add_val "$mode" acked "$acked"
 	local summary
 	summary="$(fmt "$pub") msg/s acked ($(fmt "$recv") received), p50 $(fmt "$(jget "$out" lat_p50_us)") µs, p99 $(fmt "$(jget "$out" lat_p99_us)") µs, published $published, acked $acked, lost $lost, dup $dup, errors $errs; broker CPU ${cpu_pct}% of one core during the load, its threads waited $(sub "$rd1" "$rd0") s for a CPU"
 
-	if [ "$mode" != none ]; then
+	if is_state_row "$mode" && [ "${mode#*-}" != none ]; then
+		check_state "$mode" "$dir" "$acked" "$t0" "$t1" "$cpu0"
+		summary="$summary; $STATE_SUMMARY"
+	elif [ "$mode" != none ] && ! is_state_row "$mode"; then
 		# The rows: at once (sync), or once the queue has drained (async).
 		local db=$dir/keepmq.db c_end c t2 last_c last_t deadline spill
 		c_end=$(count_rows "$db")
@@ -336,6 +466,7 @@ run_keepmq() { # mode rep
 		fi
 		summary="$summary; rows in mqtt_msg: $c_end when the load ended, $c after $(fmt "$drain") s ($([ "$c" = "$acked" ] && echo "= acked" || echo "MISSING $((acked - c)) of $acked")); spill file when the load ended: $((spill / 1048576)) MiB; persisted $(fmt "$prate") rows/s over $(sub "$t2" "$t0") s; broker peak RSS $hwm MiB; thread CPU s: $threads (total $(sub "$cpu2" "$cpu0"))"
 	else
+		add_val "$mode" hwm_mb "$(hwm_mb "$BROKER_PID")"
 		summary="$summary; broker peak RSS $(hwm_mb "$BROKER_PID") MiB; thread CPU s: $(thread_cpu "$BROKER_PID")"
 	fi
 	stop_broker
@@ -409,11 +540,78 @@ verdict() { # ratio threshold
 	awk -v r="$1" -v t="$2" 'BEGIN {print ((r >= t) ? "**met**" : "**missed**")}'
 }
 
+any_backend_row() { local m; for m in none async async-mem sync; do has $m && return 0; done; return 1; }
+any_state_row() { local m; for m in "${ROWS[@]}"; do is_state_row "$m" && return 0; done; return 1; }
+
+# The state store's table (rows st-*, off-*).
+state_report() {
+	local m what base exp
+	echo "## Broker state store: persistent subscriber (state.store = sqlite)"
+	echo
+	echo "The subscriber is a persistent session (MQTT 3.1.1 clean session 0). st-*: it is online and"
+	echo "acknowledges, so every message is stored (keepmq_msg + keepmq_queue) and deleted again;"
+	echo "off-*: it subscribed and disconnected before the publishers started, so every message"
+	echo "queues for it and stays stored (mqtt.max_mqueue_len = $OFFLINE_MQUEUE). No backend rule."
+	echo "Stored msg/s = acked messages (offline: rows in keepmq_queue) / (load start → broker idle,"
+	echo "i.e. the state writer done); in a run flagged DROPPED the online figure counts messages whose"
+	echo "changes were partly not written."
+	echo "\"Tables as expected\": keepmq_queue and keepmq_msg hold 0 rows (online) or one per acked"
+	echo "message (offline), both when the broker went idle and after SIGTERM. CPU wait = seconds"
+	echo "the broker's threads were runnable but waiting for a CPU during the load (median)."
+	echo
+	echo "| Row | What | msg/s acked | Stored msg/s | keepmq_queue rows when the load stopped | Writer busy after the load, s | Tables as expected | Broker CPU % | CPU wait s | Peak RSS MiB |"
+	echo "|---|---|---:|---:|---:|---:|---|---:|---:|---:|"
+	for m in st-none st-async st-sync off-none off-async off-sync; do
+		has $m || continue
+		case $m in
+		st-*) what="persistent subscriber online" ;;
+		off-*) what="persistent subscriber offline" ;;
+		esac
+		case ${m#*-} in
+		none) what="$what, state.store = none" ;;
+		*) what="$what, state.store = sqlite, delivery_mode = ${m#*-}" ;;
+		esac
+		if [ "${m#*-}" = none ]; then
+			echo "| $m | $what | $(with_note "$(cell $m pub_rate)" $m) | – | – | – | – | $(fmt "$(cell $m cpu_pct)") | $(fmt "$(cell $m cpu_wait)") | $(fmt "$(cell $m hwm_mb)") |"
+		else
+			echo "| $m | $what | $(with_note "$(cell $m pub_rate)" $m) | $(fmt "$(cell $m stored_rate)") | $(fmt "$(cell $m backlog)") | $(fmt "$(cell $m drain_s)") | $(echo ${VAL["$m|rows_ok"]:-} | wc -w)/$REPEAT runs | $(fmt "$(cell $m cpu_pct)") | $(fmt "$(cell $m cpu_wait)") | $(fmt "$(cell $m hwm_mb)") |"
+		fi
+	done
+	has limit100 && echo "| limit100 | keepmq-sqlite-limit: the backend's mqtt_msg INSERT, 100 rows per transaction (context) | $(with_note "$L100" limit100) rows/s | – | – | – | – | – | – | – |"
+	has limit100-rr && echo "| limit100-rr | the same, publishers round robin | $(with_note "$(cell limit100-rr rows_per_s)" limit100-rr) rows/s | – | – | – | – | – | – | – |"
+	has limit1 && echo "| limit1 | the same, 1 row per transaction | $(with_note "$L1" limit1) rows/s | – | – | – | – | – | – | – |"
+	echo
+	echo "| Ratio | Value |"
+	echo "|---|---:|"
+	for base in st off; do
+		for m in async sync; do
+			has $base-$m && has $base-none || continue
+			echo "| $base-$m / $base-none (acked) | $(ratio "$(cell $base-$m pub_rate)" "$(cell $base-none pub_rate)" || true) |"
+		done
+	done
+	for m in st-async st-sync off-async off-sync; do
+		has $m && has limit100 || continue
+		echo "| $m stored msg/s / limit100 | $(ratio "$(cell $m stored_rate)" "$L100" || true) |"
+	done
+	has st-none && has none &&
+		echo "| st-none / none (persistent vs clean subscriber, no store) | $(ratio "$(cell st-none pub_rate)" "$NONE" || true) |"
+	echo
+	echo "Median latency publisher → subscriber (online rows; not the PUBACK): st-none p50"
+	echo "$(fmt "$(cell st-none lat_p50_us)") µs / p99 $(fmt "$(cell st-none lat_p99_us)"), st-async $(fmt "$(cell st-async lat_p50_us)") / $(fmt "$(cell st-async lat_p99_us)"),"
+	echo "st-sync $(fmt "$(cell st-sync lat_p50_us)") / $(fmt "$(cell st-sync lat_p99_us)")."
+	echo
+}
+
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUTDIR"
 MD=$OUTDIR/persist-$STAMP.md
+any_backend_row || ! any_state_row || MD=$OUTDIR/state-$STAMP.md
 {
-	echo "# keepmq persisted QoS 1 publishing (SQLite) — $START_TS"
+	if any_backend_row || ! any_state_row; then
+		echo "# keepmq persisted QoS 1 publishing (SQLite) — $START_TS"
+	else
+		echo "# keepmq broker state store (SQLite), persistent subscriber — $START_TS"
+	fi
 	echo
 	echo "Each cell is the median of $REPEAT run(s); runs alternate between the rows, each on a fresh"
 	echo "broker with a fresh database file. keepmq rows: QoS 1, $PUBLISHERS publishers → 1 subscriber"
@@ -421,6 +619,9 @@ MD=$OUTDIR/persist-$STAMP.md
 	echo "offered load: $([ "$RATE" = 0 ] && echo "as much as flow control allows" || echo "$RATE msg/s in total");"
 	echo "msg/s = PUBLISHes acknowledged per second in the measured window."
 	echo
+	any_state_row && state_report
+	if any_backend_row || ! any_state_row; then
+	any_state_row && { echo "## Backend rule on_message_publish (clean subscriber)"; echo; }
 	echo "| Row | What | msg/s (rows/s for SQLite) | Persisted rows/s, load start → last row committed | Backlog when the load stopped | Drain s | rows = acked | Broker CPU % |"
 	echo "|---|---|---:|---:|---:|---:|---|---:|"
 	has none && echo "| none | keepmq, no backend | $(with_note "$NONE" none) | – | – | – | – | $(fmt "$(cell none cpu_pct)") |"
@@ -456,13 +657,14 @@ MD=$OUTDIR/persist-$STAMP.md
 	echo "p99 $(fmt "$(cell none lat_p99_us)"), async $(fmt "$(cell async lat_p50_us)") / $(fmt "$(cell async lat_p99_us)"),"
 	echo "sync $(fmt "$(cell sync lat_p50_us)") / $(fmt "$(cell sync lat_p99_us)"). Peak broker RSS (MiB): async $(fmt "$(cell async hwm_mb)"), sync $(fmt "$(cell sync hwm_mb)")."
 	echo
+	fi
 	echo "## Machine"
 	echo
 	echo "- CPUs: $(nproc) ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo))"
 	echo "- Memory: $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
 	echo "- Kernel: $(uname -srm); file system of $TMP: $(df -T "$TMP" 2>/dev/null | awk 'NR == 2 {print $2}')"
 	echo "- SQLite: $("$SQLITE_LIMIT" --rows 1 --json 2>/dev/null | sed -n 's/.*"sqlite_version":"\([^"]*\)".*/\1/p')"
-	echo "- keepmq: $KEEPMQ_BIN (source tree $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?'))"
+	echo "- keepmq: $KEEPMQ_BIN, built $(date -u -r "$KEEPMQ_BIN" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || echo '?') (source tree at the end of the run: $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?'), HEAD committed $(cd "$ROOT" && git log -1 --format=%cd --date=iso-strict 2>/dev/null || echo '?'))"
 	echo "- Load average before the run: $LOAD_BEFORE; wall time ${ELAPSED}s"
 	echo
 	echo "## Commands"
@@ -470,15 +672,29 @@ MD=$OUTDIR/persist-$STAMP.md
 	echo "- Invocation: \`bench/persist.sh${ORIG_ARGS[*]:+ ${ORIG_ARGS[*]}}\`"
 	echo "- keepmq rows: \`keepmq -c keepmq.conf\` (in the run's temp directory), then"
 	echo "  \`keepmq-loadgen ${LG_ARGS[*]} --port \$PORT --json\`"
+	d=$(mktemp -d "$TMP/conf.XXXX")
+	if any_backend_row || ! any_state_row; then
 	echo "- keepmq.conf for async (sync: \`delivery_mode = sync\`; async-mem adds"
 	echo "  \`backend.sqlite.pool1.spill_dir = \"\"\`; none: the first two lines only):"
 	echo
 	echo '```'
-	d=$(mktemp -d "$TMP/conf.XXXX")
 	write_conf async '$PORT' "$d" | xargs cat | sed "s#$d#\$RUN_DIR#"
 	echo '```'
 	echo
 	echo "- Rows counted with \`keepmq-sqlite-limit --count \$RUN_DIR/keepmq.db\` (SELECT count(*) FROM mqtt_msg)."
+	fi
+	if any_state_row; then
+	echo "- State rows: the load generator adds \`--sub-session persistent\` (st-*) or"
+	echo "  \`--sub-session offline\` (off-*). keepmq.conf for off-sync (st-*: without the"
+	echo "  max_mqueue_len line; async: \`delivery_mode = async\`; *-none: no state.* lines):"
+	echo
+	echo '```'
+	write_conf off-sync '$PORT' "$d" | xargs cat | sed "s#$d#\$RUN_DIR#"
+	echo '```'
+	echo
+	echo "- Tables counted with \`sqlite3 -readonly \$RUN_DIR/keepmq.db 'SELECT (SELECT count(*) FROM keepmq_queue), (SELECT count(*) FROM keepmq_msg)'\`"
+	echo "  once the broker's CPU time stopped moving (≤ 1 tick in each of three 0.2 s polls), and again after SIGTERM."
+	fi
 	echo "- limitN: \`keepmq-sqlite-limit --db \$RUN_DIR/limit.db --rows-per-txn N --run $WINDOW --duration $LIMIT_SECONDS --payload $PAYLOAD --publishers $PUBLISHERS --json\`"
 	echo "  (limit100-rr: \`--run 1\`)"
 	echo

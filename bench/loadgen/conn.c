@@ -366,12 +366,22 @@ bool conn_send(struct conn *c, const mqtt_packet *p)
 
 bool conn_send_connect(struct conn *c, const char *client_id, uint16_t keepalive)
 {
+	return conn_send_connect_session(c, client_id, keepalive, true, 0);
+}
+
+bool conn_send_connect_session(struct conn *c, const char *client_id, uint16_t keepalive,
+                               bool clean, uint32_t expiry_s)
+{
 	mqtt_packet p;
 	memset(&p, 0, sizeof(p));
 	p.type = MQTT_CONNECT;
 	p.u.connect.protocol_name = mqtt_str_c("MQTT");
 	p.u.connect.version = c->version;
-	p.u.connect.clean_start = true;
+	p.u.connect.clean_start = clean;
+	if (c->version == MQTT_V5 && expiry_s) {
+		p.u.connect.props.present |= MQTT_PF_SESSION_EXPIRY;
+		p.u.connect.props.session_expiry = expiry_s;
+	}
 	p.u.connect.keepalive = keepalive;
 	p.u.connect.client_id = mqtt_str_c(client_id);
 	c->state = CS_CONNACK;

@@ -38,6 +38,10 @@
 
 enum lg_mode { MODE_PUBSUB, MODE_IDLE, MODE_CONNRATE };
 enum lg_topology { TOPO_DISTINCT, TOPO_FANIN, TOPO_FANOUT };
+/* pubsub subscribers' sessions: clean; persistent (clean session 0 / v5 clean
+ * start 0 + session expiry) and online; persistent and offline (subscribe,
+ * DISCONNECT, then the publishers run: everything queues in the broker). */
+enum lg_sub_session { SUBS_CLEAN, SUBS_PERSISTENT, SUBS_OFFLINE };
 
 struct lg_opts {
 	enum lg_mode mode;
@@ -58,6 +62,8 @@ struct lg_opts {
 	uint32_t max_backlog; /* max published-but-not-received per publisher;
 	                       * 0 = auto, UINT32_MAX = unbounded */
 	double rate;          /* total msg/s over all publishers, 0 = as fast as possible */
+	enum lg_sub_session sub_session;
+	uint32_t session_expiry; /* MQTT 5 persistent subscribers' Session Expiry Interval, s */
 
 	/* idle / connrate */
 	int connections; /* idle: N */
@@ -179,6 +185,11 @@ bool conn_send(struct conn *c, const mqtt_packet *p);
 void conn_mark_dirty(struct conn *c);
 /* Sends CONNECT (clean session) with the given identifier and keepalive. */
 bool conn_send_connect(struct conn *c, const char *client_id, uint16_t keepalive);
+/* The same with the session chosen: clean = false asks for a persistent
+ * session (MQTT 3.1.1 clean session 0); expiry_s > 0 adds the Session Expiry
+ * Interval property (MQTT 5 only). */
+bool conn_send_connect_session(struct conn *c, const char *client_id, uint16_t keepalive,
+                               bool clean, uint32_t expiry_s);
 /* Sends DISCONNECT and closes once it is written. */
 void conn_disconnect(struct conn *c);
 /* Closes now (errors). */

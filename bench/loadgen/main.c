@@ -54,6 +54,12 @@ static void usage(FILE *f)
 	      "                        all publishers, at least 2 per publisher)\n"
 	      "  --rate R              total msg/s over all publishers; 0 = as fast as\n"
 	      "                        the limits above allow (0)\n"
+	      "  --sub-session K       subscribers' sessions: clean; persistent (clean\n"
+	      "                        session 0 / v5 session expiry, online); offline\n"
+	      "                        (persistent, subscribe then DISCONNECT before the\n"
+	      "                        publishers start: all messages queue) (clean)\n"
+	      "  --session-expiry S    v5 Session Expiry Interval of persistent\n"
+	      "                        subscribers (3600)\n"
 	      "\n"
 	      "idle:\n"
 	      "  --connections N       (1000)\n"
@@ -187,6 +193,8 @@ enum {
 	OPT_WINDOW,
 	OPT_BACKLOG,
 	OPT_RATE,
+	OPT_SUBSESSION,
+	OPT_EXPIRY,
 	OPT_CONNS,
 	OPT_HOLD,
 	OPT_CONC,
@@ -216,6 +224,8 @@ static const struct option long_opts[] = {
     {"window", required_argument, NULL, OPT_WINDOW},
     {"max-backlog", required_argument, NULL, OPT_BACKLOG},
     {"rate", required_argument, NULL, OPT_RATE},
+    {"sub-session", required_argument, NULL, OPT_SUBSESSION},
+    {"session-expiry", required_argument, NULL, OPT_EXPIRY},
     {"connections", required_argument, NULL, OPT_CONNS},
     {"hold", required_argument, NULL, OPT_HOLD},
     {"concurrency", required_argument, NULL, OPT_CONC},
@@ -245,6 +255,8 @@ int main(int argc, char **argv)
 	    .drain = 10,
 	    .window = 64,
 	    .max_backlog = 0, /* auto */
+	    .sub_session = SUBS_CLEAN,
+	    .session_expiry = 3600,
 	    .connections = 1000,
 	    .hold = 10,
 	    .concurrency = -1,
@@ -341,6 +353,21 @@ int main(int argc, char **argv)
 			break;
 		case OPT_RATE:
 			o.rate = atof(optarg);
+			break;
+		case OPT_SUBSESSION:
+			if (!strcmp(optarg, "clean"))
+				o.sub_session = SUBS_CLEAN;
+			else if (!strcmp(optarg, "persistent"))
+				o.sub_session = SUBS_PERSISTENT;
+			else if (!strcmp(optarg, "offline"))
+				o.sub_session = SUBS_OFFLINE;
+			else {
+				fprintf(stderr, "loadgen: unknown --sub-session '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case OPT_EXPIRY:
+			o.session_expiry = (uint32_t)strtoul(optarg, NULL, 10);
 			break;
 		case OPT_CONNS:
 			o.connections = atoi(optarg);

@@ -42,6 +42,19 @@
  * (reordered) first arrival; one too old for the bitmap cannot be told
  * apart and is counted as "late_unknown". After the drain, lost = sent -
  * distinct received, summed over pairs. No per-message storage anywhere.
+ *
+ * Subscriber sessions (--sub-session). `clean` (the default): clean
+ * sessions. `persistent`: CONNECT with clean session 0 (MQTT 3.1.1) or clean
+ * start 0 and a Session Expiry Interval (MQTT 5, --session-expiry), so a
+ * broker with a state store writes every QoS 1/2 delivery to them and
+ * deletes it when acknowledged; otherwise the run is the same. `offline`:
+ * persistent subscribers SUBSCRIBE, then DISCONNECT, and only once all are
+ * gone do the publishers connect; every message then queues in the broker
+ * for sessions nobody reads. Nothing is received, so the end-to-end backlog
+ * bound and the loss accounting do not apply (expected = received = 0); the
+ * rate is the acknowledged one, as always. Client identifiers are
+ * <prefix>-s<i> and <prefix>-p<i>; the prefix defaults to lg<pid>, so a
+ * new run never resumes an older run's session.
  */
 #include <math.h>
 #include <stdio.h>
@@ -84,6 +97,7 @@ struct sub {
 	struct conn c;
 	struct pair *pairs; /* distinct: 1 (its own publisher), else one per publisher */
 	char filter[48];
+	bool parked; /* --sub-session offline: subscribed and disconnected */
 };
 
 struct ps {
@@ -224,6 +238,13 @@ static void on_conn_closed(struct conn *c, int status)
 {
 	struct ps *ps = (struct ps *)c->lg;
 	(void)status;
+	if (c->role == (void *)1 && ((struct sub *)c)->parked) {
+		/* --sub-session offline: its DISCONNECT is written; the session
+		 * is the broker's to keep */
+		if (ps->phase == PH_SUBS)
+			setup_one_done(ps);
+		return;
+	}
 	if (ps->phase != PH_DONE)
 		fail(ps, ps->lg.first_error[0] ? ps->lg.first_error
 		                               : "a connection closed during the run");
@@ -237,7 +258,10 @@ static void on_tcp_connected(struct conn *c, int status)
 	bool is_sub = c->role == (void *)1;
 	snprintf(ps->client_id, sizeof(ps->client_id), "%s-%c%d", ps->o->prefix, is_sub ? 's' : 'p',
 	         c->idx);
-	conn_send_connect(c, ps->client_id, 60);
+	if (is_sub && ps->o->sub_session != SUBS_CLEAN)
+		conn_send_connect_session(c, ps->client_id, 60, false, ps->o->session_expiry);
+	else
+		conn_send_connect(c, ps->client_id, 60);
 }
 
 static bool connack_ok(struct ps *ps, struct conn *c, const mqtt_packet *p)
@@ -294,6 +318,12 @@ static void sub_packet(struct conn *c, const mqtt_packet *p, const uint8_t *raw,
 			lg_error(&ps->lg, "subscription granted QoS %d instead of %d",
 			         p->u.suback.rcs[0], ps->o->qos);
 		c->state = CS_READY;
+		if (ps->o->sub_session == SUBS_OFFLINE) {
+			/* setup goes on once it is closed (on_conn_closed) */
+			s->parked = true;
+			conn_disconnect(c);
+			return;
+		}
 		setup_one_done(ps);
 		return;
 	default:
@@ -431,7 +461,7 @@ static bool produce(struct ps *ps, struct pub *pb, uint64_t now)
 		return false;
 	int qos = ps->o->qos;
 	uint64_t limit = UINT64_MAX;
-	if (ps->o->max_backlog != UINT32_MAX)
+	if (ps->o->max_backlog != UINT32_MAX && ps->o->sub_session != SUBS_OFFLINE)
 		limit = (uint64_t)slowest_sub(ps, c->idx) + ps->o->max_backlog;
 	mqtt_packet m;
 	memset(&m, 0, sizeof(m));
@@ -533,7 +563,7 @@ static void on_tick(uv_timer_t *t)
 	for (int p = 0; p < ps->P && complete; p++) {
 		if (ps->pubs[p].inflight)
 			complete = false;
-		for (int s = 0; s < ps->S && complete; s++)
+		for (int s = 0; s < ps->S && complete && ps->o->sub_session != SUBS_OFFLINE; s++)
 			if (sub_gets(ps, s, p) &&
 			    pair_of(ps, s, (uint32_t)p)->unique < ps->pubs[p].seq)
 				complete = false;
@@ -604,7 +634,7 @@ static void report(struct ps *ps)
 		sent += ps->pubs[p].seq;
 		sent_meas += ps->pubs[p].sent_measured;
 		acked += ps->pubs[p].acked;
-		for (int s = 0; s < ps->S; s++) {
+		for (int s = 0; s < ps->S && o->sub_session != SUBS_OFFLINE; s++) {
 			if (!sub_gets(ps, s, p))
 				continue;
 			struct pair *pr = pair_of(ps, s, (uint32_t)p);
@@ -620,11 +650,13 @@ static void report(struct ps *ps)
 	if (ps->t_end && ps->t_end < ps->t_meas1 && ps->t_end > ps->t_meas0)
 		secs = (double)(ps->t_end - ps->t_meas0) / 1e9; /* run cut short */
 	const char *topo[] = {"distinct", "fanin", "fanout"};
+	const char *sessions[] = {"clean", "persistent", "offline"};
 
 	out_begin(o);
 	out_str("mode", "pubsub");
 	out_str("topology", topo[o->topology]);
 	out_int("protocol", o->protocol);
+	out_str("sub_session", sessions[o->sub_session]);
 	out_int("qos", o->qos);
 	out_int("publishers", ps->P);
 	out_int("subscribers", ps->S);
