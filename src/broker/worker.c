@@ -173,6 +173,13 @@ static void on_async(uv_async_t *a)
 static void on_check(uv_check_t *h)
 {
 	worker *w = h->data;
+	/* Other workers' items first, then our clients' output: a PUBACK must
+	 * not reach a publisher before the message it acknowledges is in the
+	 * other workers' inboxes, or a client that reacts to the PUBACK (say,
+	 * subscribes on another worker) could get a retained message both from
+	 * the store and, later, live. */
+	if (w->ob_pending)
+		flush_outboxes(w);
 	/* Flushing may not add connections to the dirty list (conn_flush
 	 * clears CF_DIRTY first), so one pass drains it. */
 	conn *c = w->dirty;
@@ -182,7 +189,7 @@ static void on_check(uv_check_t *h)
 		conn_flush_dirty(c);
 		c = next;
 	}
-	if (w->ob_pending)
+	if (w->ob_pending) /* items made while flushing (a closed connection's will) */
 		flush_outboxes(w);
 	if (!w->dirty && !w->ob_pending && uv_is_active((uv_handle_t *)&w->idle))
 		uv_idle_stop(&w->idle);
