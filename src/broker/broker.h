@@ -223,6 +223,9 @@ typedef struct dq {
 	uint32_t head, n, cap; /* cap: power of two or 0 */
 } dq;
 
+/* The i-th delivery of a ring, oldest first (i < q->n). */
+static inline delivery *dq_at(dq *q, uint32_t i) { return &q->v[(q->head + i) & (q->cap - 1)]; }
+
 /* ---------------------------------------------------------------- sessions */
 
 /* Internal subscription option bit (the wire reserves bits 6-7). */

@@ -66,7 +66,6 @@ static int dq_push(dq *q, delivery *d)
 	return 0;
 }
 
-static inline delivery *dq_at(dq *q, uint32_t i) { return &q->v[(q->head + i) & (q->cap - 1)]; }
 
 static delivery dq_pop(dq *q)
 {

@@ -138,7 +138,7 @@ static void put_contents(session *s)
 	for (int k = 0; k < 2; k++) {
 		dq *q = qs[k];
 		for (uint32_t i = 0; i < q->n; i++) {
-			delivery *d = &q->v[(q->head + i) & (q->cap - 1)];
+			delivery *d = dq_at(q, i);
 			if (d->qos == 0 || d->sseq)
 				continue;
 			d->sseq = add_msg(s, d->msg, d->qos, d->flags, d->sub_id, NULL);
@@ -151,7 +151,7 @@ static void put_contents(session *s)
 static void forget_seqs(dq *q)
 {
 	for (uint32_t i = 0; i < q->n; i++)
-		q->v[(q->head + i) & (q->cap - 1)].sseq = 0;
+		dq_at(q, i)->sseq = 0;
 }
 
 void store_session_sync(session *s, bool online)

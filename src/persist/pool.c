@@ -189,15 +189,15 @@ static uint64_t spill_excess(pslot *s, uint64_t limit)
 	const persist_host *host = pl->be->bus->host;
 	if (s->spill_fd < 0 || (int64_t)s->n <= pl->spill_after)
 		return 0;
-	uint64_t todo = s->n - (uint64_t)pl->spill_after, moved = 0;
-	if (todo > limit)
-		todo = limit;
-	while (todo && s->spill_fd >= 0) {
+	uint64_t excess = s->n - (uint64_t)pl->spill_after, moved = 0;
+	if (excess > limit)
+		excess = limit;
+	while (excess && s->spill_fd >= 0) {
 		/* a chunk off the head, under this one acquisition */
 		pjob *chunk = NULL, **ctail = &chunk;
 		size_t k = 0;
 		uint64_t bytes = 0;
-		while (k < todo && k < SPILL_CHUNK_JOBS && bytes < SPILL_CHUNK_BYTES &&
+		while (k < excess && k < SPILL_CHUNK_JOBS && bytes < SPILL_CHUNK_BYTES &&
 		       (int64_t)s->n > pl->spill_after) {
 			pjob *j = pop_oldest(s);
 			*ctail = j;
@@ -207,7 +207,7 @@ static uint64_t spill_excess(pslot *s, uint64_t limit)
 		}
 		if (!k)
 			break;
-		todo -= k;
+		excess -= k;
 		pthread_mutex_unlock(&s->mu);
 		/* lookups leave the chunk: answered empty, counted */
 		pjob *lookups = NULL, **ltail = &lookups;

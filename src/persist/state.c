@@ -262,6 +262,7 @@ static void finish(state *st, state_op **vec, size_t n, bool ok)
 typedef struct elide_ctx {
 	int32_t *slot; /* index into vec, -1: empty */
 	uint8_t *gone;
+	state_op **tmp; /* partition scratch, batch_size entries */
 	size_t nslots;
 } elide_ctx;
 
@@ -316,9 +317,7 @@ static size_t elide(elide_ctx *e, state_op **vec, size_t n)
 			e->gone[i] = 1;
 	}
 	/* stable partition: kept ops first, in order, then the elided ones */
-	state_op **tmp = malloc(n * sizeof(*tmp));
-	if (!tmp)
-		return n; /* apply everything: correct, only slower */
+	state_op **tmp = e->tmp;
 	size_t k = 0;
 	for (size_t i = 0; i < n; i++)
 		if (!e->gone[i])
@@ -328,7 +327,6 @@ static size_t elide(elide_ctx *e, state_op **vec, size_t n)
 		if (e->gone[i])
 			tmp[k++] = vec[i];
 	memcpy(vec, tmp, n * sizeof(*tmp));
-	free(tmp);
 	return keep;
 }
 
@@ -342,10 +340,12 @@ static void *writer(void *arg)
 		;
 	e.slot = malloc(e.nslots * sizeof(*e.slot));
 	e.gone = malloc(max);
-	if (!vec || !e.slot || !e.gone) {
+	e.tmp = malloc(max * sizeof(*e.tmp));
+	if (!vec || !e.slot || !e.gone || !e.tmp) {
 		free(vec);
 		free(e.slot);
 		free(e.gone);
+		free(e.tmp);
 		log_error("state store: out of memory; the broker's state is not written");
 		return NULL;
 	}
@@ -410,6 +410,7 @@ static void *writer(void *arg)
 					free(vec);
 					free(e.slot);
 					free(e.gone);
+					free(e.tmp);
 					return NULL;
 				}
 			}
@@ -420,6 +421,7 @@ static void *writer(void *arg)
 	free(vec);
 	free(e.slot);
 	free(e.gone);
+	free(e.tmp);
 	return NULL;
 }
 

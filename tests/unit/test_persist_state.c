@@ -129,8 +129,9 @@ static int applied(void)
 	return n;
 }
 
-/* A started store on the fake; *reg must be released by the caller. */
-static state *start(cfg_registry **reg, const char *conf)
+/* A store on the fake, opened but not started (what is submitted now forms
+ * the first batch); *reg must be released by the caller. */
+static state *open_fake(cfg_registry **reg, const char *conf)
 {
 	memset(&F, 0, sizeof(F));
 	pthread_mutex_init(&F.mu, NULL);
@@ -146,6 +147,14 @@ static state *start(cfg_registry **reg, const char *conf)
 	char err[200];
 	state_loader l = {0};
 	assert_int_equal(state_open_load(st, &l, err, sizeof(err)), 0);
+	return st;
+}
+
+/* A started store on the fake. */
+static state *start(cfg_registry **reg, const char *conf)
+{
+	state *st = open_fake(reg, conf);
+	char err[200];
 	assert_int_equal(state_start(st, &host, err, sizeof(err)), 0);
 	return st;
 }
@@ -288,18 +297,9 @@ static state_op *op_kind(uint8_t kind, const char *cid, uint64_t seq)
 static void test_add_then_del_in_one_batch_is_elided(void **unused)
 {
 	(void)unused;
-	memset(&F, 0, sizeof(F));
-	pthread_mutex_init(&F.mu, NULL);
-	nacks = 0;
-	cfg_registry *reg = cfg_registry_new();
-	state *st = state_new(reg, types);
-	cfg_errors errs = {0};
-	cfg_apply_defaults(reg, &errs);
-	const char *conf = "state.store = fake\nstate.delivery_mode = sync\n";
-	assert_int_equal(cfg_load_string(reg, "t.conf", conf, strlen(conf), &errs), 0);
+	cfg_registry *reg;
+	state *st = open_fake(&reg, "state.store = fake\nstate.delivery_mode = sync\n");
 	char err[200];
-	state_loader l = {0};
-	assert_int_equal(state_open_load(st, &l, err, sizeof(err)), 0);
 	/* queued before the thread starts: one batch */
 	state_tok *t = state_tok_new(st, 3, 77, 11, "pub", 3);
 	state_op *a1 = op_kind(SOP_MSG_ADD, "c", 1);
@@ -335,18 +335,9 @@ static void test_add_then_del_in_one_batch_is_elided(void **unused)
 static void test_queue_limit_keeps_deletions(void **unused)
 {
 	(void)unused;
-	memset(&F, 0, sizeof(F));
-	pthread_mutex_init(&F.mu, NULL);
-	nacks = 0;
-	cfg_registry *reg = cfg_registry_new();
-	state *st = state_new(reg, types);
-	cfg_errors errs = {0};
-	cfg_apply_defaults(reg, &errs);
-	const char *conf = "state.store = fake\nstate.queue_limit = 1000\n";
-	assert_int_equal(cfg_load_string(reg, "t.conf", conf, strlen(conf), &errs), 0);
+	cfg_registry *reg;
+	state *st = open_fake(&reg, "state.store = fake\nstate.queue_limit = 1000\n");
 	char err[200];
-	state_loader l = {0};
-	assert_int_equal(state_open_load(st, &l, err, sizeof(err)), 0);
 	for (uint64_t i = 1; i <= 1000; i++)
 		state_submit(st, op_kind(SOP_MSG_ADD, "c", i));
 	state_submit(st, op_kind(SOP_MSG_ADD, "c", 1001));

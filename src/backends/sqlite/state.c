@@ -235,6 +235,17 @@ static int del_row(sdb *d, const char *cid, uint32_t cid_len, uint64_t seq, cons
 	return run(d, S_MSG_GC);
 }
 
+/* A session and everything it holds (its messages unless shared). */
+static int del_session(sdb *d, const char *cid, uint32_t cid_len)
+{
+	int rc = 0;
+	for (int i = S_SESSION_GC; i <= S_SESSION_DEL && !rc; i++) {
+		bind_text(d->st[i], 1, cid, cid_len);
+		rc = run(d, i);
+	}
+	return rc;
+}
+
 static int apply_one(sdb *d, const state_op *op, const kmq_msg **last_msg)
 {
 	sqlite3_stmt *s;
@@ -250,12 +261,8 @@ static int apply_one(sdb *d, const state_op *op, const kmq_msg **last_msg)
 			bind_text(s, 5, op->key, op->key_len);
 		return run(d, S_SESSION_PUT);
 	case SOP_SESSION_DEL:
-		for (int i = S_SESSION_GC; i <= S_SESSION_DEL && !rc; i++) {
-			bind_text(d->st[i], 1, op->cid, op->cid_len);
-			rc = run(d, i);
-		}
 		*last_msg = NULL;
-		return rc;
+		return del_session(d, op->cid, op->cid_len);
 	case SOP_SUB_PUT:
 		s = d->st[S_SUB_PUT];
 		bind_text(s, 1, op->cid, op->cid_len);
@@ -388,10 +395,7 @@ static void forget_sessions(sdb *d, gone_row **list)
 	while (*list) {
 		gone_row *g = *list;
 		*list = g->next;
-		for (int i = S_SESSION_GC; i <= S_SESSION_DEL; i++) {
-			bind_text(d->st[i], 1, g->cid, g->cid_len);
-			run(d, i);
-		}
+		del_session(d, g->cid, g->cid_len);
 		free(g);
 	}
 }
