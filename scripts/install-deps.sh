@@ -8,9 +8,10 @@ set -euo pipefail
 
 what=${1:-build}
 BUILD_PKGS="build-essential cmake pkg-config libuv1-dev libssl-dev libjansson-dev libsqlite3-dev
-            libcmocka-dev sqlite3"
+            libcmocka-dev sqlite3 libhiredis-dev"
 TEST_PKGS="clang libclang-rt-14-dev python3 python3-pytest python3-pytest-timeout
-           python3-paho-mqtt mosquitto mosquitto-clients procps iproute2"
+           python3-paho-mqtt mosquitto mosquitto-clients procps iproute2
+           redis-server redis-tools python3-redis"
 
 pkgs=$BUILD_PKGS
 [ "$what" = test ] && pkgs="$pkgs $TEST_PKGS"

@@ -3,10 +3,12 @@
  * adding its backend_type here; nothing in the broker changes.
  */
 #include "backends/registry.h"
+#include "backends/redis/redis_be.h"
 #include "backends/sqlite/sqlite_be.h"
 
 const backend_type *const keepmq_backends[] = {
 	&sqlite_backend,
+	&redis_backend,
 	NULL,
 };
 

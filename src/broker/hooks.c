@@ -392,6 +392,50 @@ static void apply_result(worker *w, void *arg)
 	persist_result_free(&r);
 }
 
+/* A command from outside (the Redis subscription channel) for a client id:
+ * applied if the client is online on this broker, dropped otherwise (the
+ * backend stores it for the next connection if it is configured to). */
+static void apply_command(worker *w, void *arg)
+{
+	presult *r = arg;
+	if (!w) {
+		persist_result_free(&r);
+		return;
+	}
+	session *s = hm_get(&w->sessions, r->clientid, r->cid_len);
+	if (s && s->c) {
+		if (r->kind == PRESULT_SUBS) {
+			apply_subs(s, r);
+		} else if (r->kind == PRESULT_UNSUBS) {
+			for (uint32_t i = 0; i < r->n; i++) {
+				mqtt_str full = {(const uint8_t *)r->subs[i].topic, r->subs[i].len};
+				if (session_unsubscribe(s, full) == 0)
+					hook_unsubscribed(s, full);
+			}
+		}
+	}
+	persist_result_free(&r);
+}
+
+static void host_command(void *ctx, presult *r)
+{
+	broker *b = ctx;
+	if (!r->clientid) {
+		persist_result_free(&r);
+		return;
+	}
+	unsigned owner = broker_owner(b, r->clientid, r->cid_len);
+	inbox_item *it = calloc(1, sizeof(*it));
+	if (!it) {
+		persist_result_free(&r);
+		return;
+	}
+	it->kind = INBOX_CALL;
+	it->fn = apply_command;
+	it->arg = r;
+	worker_post_external(&b->workers[owner], it);
+}
+
 static void host_result(void *ctx, presult *r)
 {
 	broker *b = ctx;
@@ -416,6 +460,7 @@ void hooks_host_init(broker *b)
 		.ctx = b,
 		.ack_done = host_ack_done,
 		.result = host_result,
+		.command = host_command,
 		.node = b->cfg->node_name,
 	};
 }

@@ -327,6 +327,11 @@ void persist_job_done(const persist_host *h, pjob *j, bool ok)
 
 static const char *const state_names[] = {"connecting", "connected", "disconnected"};
 
+static void put_metric(void *ud, const char *name, uint64_t v)
+{
+	json_object_set_new(ud, name, json_integer((json_int_t)v));
+}
+
 char *persist_metrics_json(persist *p)
 {
 	json_t *root = json_object();
@@ -358,6 +363,11 @@ char *persist_metrics_json(persist *p)
 			json_object_set_new(o, "batches", json_integer((json_int_t)atomic_load(&pl->batches)));
 			json_object_set_new(o, "batch_jobs",
 			                    json_integer((json_int_t)atomic_load(&pl->batch_jobs)));
+			if (pl->svc && be->type->service_metrics) {
+				json_t *sv = json_object();
+				be->type->service_metrics(pl->svc, put_metric, sv);
+				json_object_set_new(o, "service", sv);
+			}
 			json_object_set_new(pools, pl->name, o);
 		}
 		for (size_t i = 0; i < be->nrules; i++) {

@@ -525,7 +525,7 @@ static int set_rule(void *target, const char *const *cap, int ncap, const cfg_va
 		} else if (strcmp(k, "expired_time") == 0) {
 			/* Redis's key (its message hashes' expiry); no other backend
 			 * has a use for it, so elsewhere it is an error, not ignored */
-			if (strcmp(be->type->name, "redis") != 0) {
+			if (!(be->type->flags & BACKEND_F_MSG_EXPIRY)) {
 				snprintf(err, errlen,
 				         "\"expired_time\" is a Redis rule key: no %s function or raw action "
 				         "uses it (remove it)",
@@ -644,7 +644,7 @@ int persist_config_register(persist *p, cfg_registry *reg, const backend_type *t
 		pp = &(*pp)->next;
 	*pp = be;
 
-	size_t nglobal = 4;
+	size_t nglobal = (t->flags & BACKEND_F_MSG_EXPIRY) ? 5 : 4;
 	size_t n = nglobal + PK__COUNT + t->n_pool_keys;
 	be->rows = calloc(n, sizeof(cfg_key));
 	be->targets = calloc(PK__COUNT + t->n_pool_keys, sizeof(pkey_target));
@@ -672,6 +672,13 @@ int persist_config_register(persist *p, cfg_registry *reg, const backend_type *t
 	                    "queued (the original broker's behaviour). `sync`: it is sent only after "
 	                    "every `message.publish` write of this backend for that message has "
 	                    "committed; many clients' writes share one commit."};
+	if (t->flags & BACKEND_F_MSG_EXPIRY)
+		rows[4] = (cfg_key){dupf("backend.%s.msg.expired_after", t->name), CFG_INT, "3600",
+		                    INT64_MIN, INT64_MAX, NULL, offsetof(pbackend, msg_expired_after_s),
+		                    NULL, 0,
+		                    "Seconds a message stored by on_message_publish / on_message_store "
+		                    "is kept (the key expires), unless a rule's `expired_time` says "
+		                    "otherwise. A value <= 0 takes the default, 3600."};
 	size_t k = nglobal;
 	for (int i = 0; i < PK__COUNT; i++, k++) {
 		rows[k] = common_pool_keys[i];
@@ -777,6 +784,8 @@ int persist_config_finish(persist *p, cfg_errors *errs)
 				r->max_returned_count = be->max_returned_count;
 			if (r->time_range_ms == 0)
 				r->time_range_ms = be->time_range_ms ? be->time_range_ms : UINT64_MAX;
+			if (r->expired_time_s <= 0)
+				r->expired_time_s = be->msg_expired_after_s > 0 ? be->msg_expired_after_s : 3600;
 			r->next_at_point = NULL;
 			*tail[r->point] = r;
 			tail[r->point] = &r->next_at_point;

@@ -65,6 +65,7 @@ typedef struct ppool {
 	bool used;                  /* referenced by a rule */
 	pslot *slots;
 	_Atomic uint64_t reconnects, batches, batch_jobs;
+	void *svc; /* the backend's service for this pool (service_start), or NULL */
 } ppool;
 
 /* Rows registered per pool key need to know which key they set. */
@@ -86,6 +87,7 @@ typedef struct pbackend {
 	int64_t max_returned_count;
 	uint64_t time_range_ms;
 	int delivery_mode;
+	int64_t msg_expired_after_s; /* BACKEND_F_MSG_EXPIRY: backend.<db>.msg.expired_after */
 	/* config rows built for this backend (names are malloc'd) */
 	cfg_key *rows;
 	size_t nrows;

@@ -105,7 +105,12 @@ typedef struct hook_event {
 
 /* ---------------------------------------------------------------- lookups */
 
-enum presult_kind { PRESULT_SUBS = 1, PRESULT_MSGS = 2, PRESULT_RETAINED = 3 };
+enum presult_kind {
+	PRESULT_SUBS = 1,     /* subscribe the session to subs[] (as a SUBSCRIBE would) */
+	PRESULT_MSGS = 2,
+	PRESULT_RETAINED = 3,
+	PRESULT_UNSUBS = 4,   /* unsubscribe the session from subs[] (commands only) */
+};
 
 typedef struct psub {
 	char *topic; /* malloc'd, NUL-terminated */
@@ -151,6 +156,11 @@ typedef struct persist_host {
 	                 uint64_t serial, uint64_t ack_seq, bool ok);
 	/* A lookup answered. */
 	void (*result)(void *ctx, presult *r);
+	/* A command from outside the broker (the Redis subscription channel):
+	 * r->kind is PRESULT_SUBS or PRESULT_UNSUBS, r->clientid names the
+	 * client; worker and serial are ignored - the host finds the client's
+	 * owner and applies it if the client is online, else drops it. */
+	void (*command)(void *ctx, presult *r);
 	/* The node name (`${node}`). */
 	const char *node;
 } persist_host;
@@ -188,7 +198,7 @@ typedef struct pjob {
 
 /* ---------------------------------------------------------------- backends */
 
-#define PERSIST_BACKEND_API 1
+#define PERSIST_BACKEND_API 2
 
 enum pfunc_kind { PFUNC_WRITE = 0, PFUNC_LOOKUP = 1 };
 
@@ -212,8 +222,15 @@ typedef struct ppool_key {
 	cfg_key key; /* key.name is the relative name; offset into the pool struct */
 } ppool_key;
 
+/* backend_type.flags */
+#define BACKEND_F_MSG_EXPIRY 1u /* has backend.<db>.msg.expired_after and the rules' expired_time */
+
+/* Receives one metric of a pool service: name, value. */
+typedef void (*pmetric_put)(void *ud, const char *name, uint64_t value);
+
 typedef struct backend_type {
 	int api; /* PERSIST_BACKEND_API */
+	uint32_t flags; /* BACKEND_F_* */
 	const char *name; /* "sqlite": the <db> of backend.<db>.* */
 	const char *title; /* "SQLite", for documentation */
 	const cfg_key *pool_keys; /* names relative to the pool; storage offsets into pool_cfg */
@@ -249,6 +266,17 @@ typedef struct backend_type {
 	int (*run_batch)(pconn *c, pjob **jobs, size_t n);
 	/* Optional: the text of the last error run_batch met (for logs). */
 	const char *(*last_error)(pconn *c);
+	/*
+	 * Optional: a pool's own background service, started after the pool's
+	 * connections and stopped before them (Redis: the subscription channel).
+	 * service_start returns 0 and sets *svc (NULL: this pool needs none), or
+	 * -1 with a message. service_stop stops and frees it, setting *svc = NULL.
+	 * service_metrics reports its counters (on the metrics thread).
+	 */
+	int (*service_start)(const void *pool_cfg, const char *pool_name, const persist_host *host,
+	                     void **svc, char *err, size_t errlen);
+	void (*service_stop)(void **svc);
+	void (*service_metrics)(void *svc, pmetric_put put, void *ud);
 } backend_type;
 
 /* Per-rule metrics: monotonic counters, written with relaxed atomics. */
@@ -277,7 +305,7 @@ typedef struct prule {
 	/* offline_opts, falling back to backend.<db>.max_returned_count/time_range */
 	int64_t max_returned_count; /* INT64_MAX: no limit */
 	uint64_t time_range_ms;     /* UINT64_MAX: no limit */
-	int64_t expired_time_s;     /* Redis: 0 unset */
+	int64_t expired_time_s;     /* Redis: seconds; 0 unset (then the backend's msg.expired_after) */
 	char *payload_format;       /* MongoDB: NULL unset */
 	char *file;                 /* where the line is, for later errors (malloc'd) */
 	int line;

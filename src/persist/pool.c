@@ -538,11 +538,16 @@ int pool_start(ppool *pl, const persist_host *host, char *err, size_t errlen)
 		}
 		s->started = true;
 	}
+	const backend_type *t = pl->be->type;
+	if (t->service_start && t->service_start(pl->cfg, pl->name, host, &pl->svc, err, errlen))
+		return -1;
 	return 0;
 }
 
 void pool_stop(ppool *pl, uint64_t timeout_ms)
 {
+	if (pl->svc && pl->be->type->service_stop)
+		pl->be->type->service_stop(&pl->svc); /* no new commands while the queues drain */
 	if (!pl->slots)
 		return;
 	uint64_t deadline = clock_mono_ms() + timeout_ms;

@@ -527,7 +527,7 @@ static void on_result(void *ctx, presult *r)
 	persist_result_free(&r);
 }
 
-static const persist_host host = {NULL, on_ack, on_result, "node@test"};
+static const persist_host host = {.ack_done = on_ack, .result = on_result, .node = "node@test"};
 
 static unsigned nsamples;
 

@@ -12,48 +12,22 @@
 #include <string.h>
 #include <time.h>
 
+#include "backends/common/funcs.h"
 #include "backends/sql/sql.h"
 #include "broker/message.h"
 
-static bool not_implicit(const hook_event *ev) { return !ev->implicit; }
+#define H(x) HOOK_BIT(x)
 
-static bool applies_publish(const hook_event *ev)
-{
-	/* QoS > 0, and not the empty payload that clears a retained message */
-	return !ev->implicit && ev->msg && ev->msg->qos > 0 &&
-	       !(ev->retain && ev->msg->payload.len == 0);
-}
-
-static bool applies_store(const hook_event *ev)
-{
-	return !ev->implicit && ev->msg && !(ev->retain && ev->msg->payload.len == 0);
-}
-
-static bool applies_retain(const hook_event *ev)
-{
-	return ev->msg && ev->retain && ev->msg->payload.len > 0;
-}
-
-static bool applies_retain_delete(const hook_event *ev)
-{
-	return ev->msg && ev->retain && ev->msg->payload.len == 0;
-}
-
-static bool applies_acked(const hook_event *ev) { return ev->msg && ev->nfilters > 0; }
-
-static bool applies_retain_lookup(const hook_event *ev) { return !ev->implicit && !ev->no_retained; }
-
-#define H(x) (1u << (x))
 
 const pfunc sql_funcs[SQLF__COUNT] = {
 	{"on_client_connected", H(HOOK_CLIENT_CONNECTED), PFUNC_WRITE, SQLF_CLIENT_CONNECTED, 0, 0,
-	 not_implicit},
+	 applies_not_implicit},
 	{"on_client_disconnected", H(HOOK_CLIENT_DISCONNECTED), PFUNC_WRITE,
-	 SQLF_CLIENT_DISCONNECTED, 0, 0, not_implicit},
+	 SQLF_CLIENT_DISCONNECTED, 0, 0, applies_not_implicit},
 	{"on_subscribe_lookup", H(HOOK_CLIENT_CONNECTED) | H(HOOK_SESSION_CREATED), PFUNC_LOOKUP,
-	 SQLF_SUBSCRIBE_LOOKUP, PRESULT_SUBS, 0, not_implicit},
+	 SQLF_SUBSCRIBE_LOOKUP, PRESULT_SUBS, 0, applies_not_implicit},
 	{"on_message_fetch", H(HOOK_SESSION_SUBSCRIBED), PFUNC_LOOKUP, SQLF_MESSAGE_FETCH,
-	 PRESULT_MSGS, 0, not_implicit},
+	 PRESULT_MSGS, 0, applies_not_implicit},
 	{"on_retain_lookup", H(HOOK_SESSION_SUBSCRIBED), PFUNC_LOOKUP, SQLF_RETAIN_LOOKUP,
 	 PRESULT_RETAINED, 0, applies_retain_lookup},
 	{"on_message_publish", H(HOOK_MESSAGE_PUBLISH), PFUNC_WRITE, SQLF_MESSAGE_PUBLISH, 0, 0,
@@ -67,7 +41,7 @@ const pfunc sql_funcs[SQLF__COUNT] = {
 	{"on_message_acked", H(HOOK_MESSAGE_ACKED), PFUNC_WRITE, SQLF_MESSAGE_ACKED, 0, 0,
 	 applies_acked},
 	{"on_acked_delete", H(HOOK_SESSION_UNSUBSCRIBED), PFUNC_WRITE, SQLF_ACKED_DELETE, 0, 0,
-	 not_implicit},
+	 applies_not_implicit},
 };
 
 int sql_run_job(sql_conn *sc, pconn *c, pjob *j)
