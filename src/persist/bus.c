@@ -238,7 +238,7 @@ void presult_clear(presult *r)
 	if (!r)
 		return;
 	for (uint32_t i = 0; i < r->n; i++) {
-		if (r->kind == PRESULT_SUBS)
+		if (r->kind == PRESULT_SUBS || r->kind == PRESULT_UNSUBS)
 			free(r->subs[i].topic);
 		else
 			msg_unref(&r->msgs[i]);

@@ -177,8 +177,41 @@ def broker(broker_factory):
 from persist_adapters import ADAPTERS  # noqa: E402
 
 
+def _adapter(request, tmpdir_path):
+    """The adapter of request.param. Its close() (if any: the Redis adapter
+    stops its redis-server there) runs when the test's temporary directory is
+    removed, i.e. after broker_factory has stopped the test's brokers, which
+    may still write to the store while they shut down, whatever the order of
+    the test's arguments."""
+    store = ADAPTERS[request.param](tmpdir_path)
+    close = getattr(store, "close", None)
+    if close is not None:
+        try:
+            # tmpdir_path is torn down after every fixture that uses it
+            # (broker_factory included); its finalizers run last-in first-out,
+            # so this one runs before the directory is removed
+            request._get_active_fixturedef("tmpdir_path").addfinalizer(close)
+        except AttributeError:  # another pytest: at the fixture's own teardown
+            request.addfinalizer(close)
+    return store
+
+
 @pytest.fixture(params=sorted(ADAPTERS))
 def store(request, tmpdir_path):
     """A store adapter (persist_adapters.py): the shared persistence suite runs
     once per backend that has one."""
-    return ADAPTERS[request.param](tmpdir_path)
+    return _adapter(request, tmpdir_path)
+
+
+@pytest.fixture(params=sorted(n for n, a in ADAPTERS.items() if a.family == "sql"))
+def sql_store(request, tmpdir_path):
+    """A store adapter of the SQL family only: for tests about raw SQL itself
+    (its compile-time checks, several statements per action, NULLs, query())."""
+    return _adapter(request, tmpdir_path)
+
+
+@pytest.fixture(params=sorted(n for n, a in ADAPTERS.items() if hasattr(a, "small_filesystem")))
+def file_store(request, tmpdir_path):
+    """A store adapter whose store is a file on a local filesystem that the test
+    can shrink and break (small_filesystem / filesystem_outage): SQLite."""
+    return _adapter(request, tmpdir_path)

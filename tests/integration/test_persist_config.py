@@ -5,22 +5,28 @@ keys, the function and the hook point it may run on, raw statements) and,
 once every file is read, against the pools. Any error makes
 `keepmq --check-config` and a normal start exit with status 2, printing
 `file:line: key: message` (a normal start then does not listen). Written
-against the store adapters (the `store` fixture) so every backend runs it.
+against the store adapters (the `store` fixture) so every backend runs it;
+functions are named as in the SQL family and mapped with store.fn(), raw
+actions are the adapter's store.record(). The checks of raw SQL text take
+the `sql_store` fixture: SQL backends only.
 """
 import json
 import os
 import subprocess
 import time
 
-import pytest
-
 import mqttraw as R
 from conftest import KEEPMQ_BIN, ROOT, free_port, wait_port
 
-# the action key of a backend's raw actions
-RAW_KEY = {"sqlite": "sql", "mysql": "sql", "postgresql": "sql", "pgsql": "sql",
-           "redis": "commands", "cassandra": "cql"}
-PUBLISH_FN = {"function": "on_message_publish"}
+
+
+def function(store, name):
+    """The action of a built-in function named as in the SQL family."""
+    return {"function": store.fn(name)}
+
+
+def publish_fn(store):
+    return function(store, "on_message_publish")
 
 
 def run(*args, cwd=None, timeout=30):
@@ -113,30 +119,28 @@ def test_unknown_function_lists_the_known_ones(store, tmpdir_path):
     err = refused(path, line, key(store), "on_message_publsh")
     for known in ("on_client_connected", "on_client_disconnected", "on_message_publish",
                   "on_message_acked"):
-        assert known in err, err
+        assert store.fn(known) in err, err
 
 
 def test_function_on_the_wrong_hook_point(store, tmpdir_path):
-    if RAW_KEY.get(store.name) == "sql":  # the SQL family's fetch function
-        bad = store.rule("message.publish", 1, {"function": "on_message_fetch"}, topic="#")
-        path, line = bad_config(tmpdir_path, store, bad)
-        err = refused(path, line, key(store), "on_message_fetch", "message.publish")
-        assert "session.subscribed" in err, err  # where it may run
-    bad = store.rule("message.publish", 1, {"function": "on_client_connected"}, topic="#")
+    fetch = store.fn("on_message_fetch")
+    bad = store.rule("message.publish", 1, {"function": fetch}, topic="#")
+    path, line = bad_config(tmpdir_path, store, bad)
+    err = refused(path, line, key(store), fetch, "message.publish")
+    assert "session.subscribed" in err, err  # where it may run
+    bad = store.rule("message.publish", 1, function(store, "on_client_connected"), topic="#")
     path, line = bad_config(tmpdir_path, store, bad)
     err = refused(path, line, key(store), "on_client_connected", "message.publish")
     assert "client.connected" in err, err
-    bad = store.rule("client.connected", 2, {"function": "on_message_publish"})
+    bad = store.rule("client.connected", 2, publish_fn(store))
     path, line = bad_config(tmpdir_path, store, bad)
     refused(path, line, key(store, "client.connected", 2), "on_message_publish")
 
 
 def test_action_with_function_and_raw_statement(store, tmpdir_path):
-    raw = RAW_KEY.get(store.name)
-    if not raw:
-        return  # a backend without raw actions
-    action = {"function": "on_client_connected",
-              raw: ["insert into conn(clientid) values(${clientid})"]}
+    action = dict(store.record("conn", clientid="${clientid}"))
+    (raw,) = action
+    action["function"] = store.fn("on_client_connected")
     bad = store.rule("client.connected", 1, action)
     path, line = bad_config(tmpdir_path, store, bad)
     refused(path, line, key(store, "client.connected"), "function", raw)
@@ -156,13 +160,13 @@ def test_action_missing_or_malformed(store, tmpdir_path):
 # ---------------------------------------------------------------- pools
 
 def test_unknown_pool(store, tmpdir_path):
-    bad = store.rule("message.publish", 1, PUBLISH_FN, topic="#", pool="pool9")
+    bad = store.rule("message.publish", 1, publish_fn(store), topic="#", pool="pool9")
     path, line = bad_config(tmpdir_path, store, bad)
     refused(path, line, key(store), "pool9")
 
 
 def test_rule_without_pool_when_the_backend_has_two(store, tmpdir_path):
-    bad = rule_line(store, "message.publish", 1, {"topic": "#", "action": PUBLISH_FN})
+    bad = rule_line(store, "message.publish", 1, {"topic": "#", "action": publish_fn(store)})
     path, line = bad_config(tmpdir_path, store, bad, pools=("pool1", "pool2"))
     refused(path, line, key(store), "pool")
     # with one pool it is that pool
@@ -172,13 +176,13 @@ def test_rule_without_pool_when_the_backend_has_two(store, tmpdir_path):
 
 
 def test_rule_without_any_pool_configured(store, tmpdir_path):
-    bad = store.rule("message.publish", 1, PUBLISH_FN, topic="#")
+    bad = store.rule("message.publish", 1, publish_fn(store), topic="#")
     path, line = bad_config(tmpdir_path, store, bad, pools=())
     refused(path, line, key(store), "pool")
 
 
 def test_pool_configured_after_the_rule_is_fine(store, tmpdir_path):
-    good = store.rule("message.publish", 1, PUBLISH_FN, topic="#", pool="late")
+    good = store.rule("message.publish", 1, publish_fn(store), topic="#", pool="late")
     path, _ = bad_config(tmpdir_path, store, good, pools=(), after=store.conf(pool="late"))
     p = run("--check-config", "-c", path)
     assert p.returncode == 0, p.stderr
@@ -188,12 +192,12 @@ def test_accepted_variants(store, tmpdir_path):
     """What the seeds' examples do is accepted: on_subscribe_lookup on
     session.created (the DynamoDB example), rules without a topic, offline
     limits of "infinity", rule numbers that are not consecutive."""
-    good = (store.rule("session.created", 1, {"function": "on_subscribe_lookup"})
-            + store.rule("client.connected", 7, {"function": "on_subscribe_lookup"})
-            + store.rule("session.subscribed", 30, {"function": "on_message_fetch"}, topic="#",
+    good = (store.rule("session.created", 1, function(store, "on_subscribe_lookup"))
+            + store.rule("client.connected", 7, function(store, "on_subscribe_lookup"))
+            + store.rule("session.subscribed", 30, function(store, "on_message_fetch"), topic="#",
                          offline_opts={"max_returned_count": "infinity",
                                        "time_range": "infinity"})
-            + store.rule("message.publish", 100, PUBLISH_FN))
+            + store.rule("message.publish", 100, publish_fn(store)))
     path, _ = bad_config(tmpdir_path, store, good)
     p = run("--check-config", "-c", path)
     assert p.returncode == 0, p.stderr
@@ -202,20 +206,20 @@ def test_accepted_variants(store, tmpdir_path):
 # ---------------------------------------------------------------- rule keys
 
 def test_unknown_key_in_rule(store, tmpdir_path):
-    bad = store.rule("message.publish", 1, PUBLISH_FN, topics="#")
+    bad = store.rule("message.publish", 1, publish_fn(store), topics="#")
     path, line = bad_config(tmpdir_path, store, bad)
     refused(path, line, key(store), "topics")
 
 
 def test_invalid_topic_filter(store, tmpdir_path):
     for topic in ("a/#/b", "a+/b", ""):
-        bad = store.rule("message.publish", 1, PUBLISH_FN, topic=topic)
+        bad = store.rule("message.publish", 1, publish_fn(store), topic=topic)
         path, line = bad_config(tmpdir_path, store, bad)
         refused(path, line, key(store), "topic")
 
 
 def test_bad_offline_opts(store, tmpdir_path):
-    fetch = {"function": "on_message_fetch"}
+    fetch = function(store, "on_message_fetch")
     for opts, frag in (({"max_returned_count": "lots"}, "max_returned_count"),
                        ({"max_returned_count": -1}, "max_returned_count"),
                        ({"time_range": "2 fortnights"}, "time_range"),
@@ -234,7 +238,7 @@ def test_bad_offline_opts(store, tmpdir_path):
 
 def test_offline_opts_only_on_fetch(store, tmpdir_path):
     """offline_opts anywhere but on a fetch function would be ignored: refused."""
-    bad = store.rule("message.publish", 1, PUBLISH_FN, topic="#",
+    bad = store.rule("message.publish", 1, publish_fn(store), topic="#",
                      offline_opts={"max_returned_count": 5})
     path, line = bad_config(tmpdir_path, store, bad)
     refused(path, line, key(store), "applies only to on_message_fetch")
@@ -243,20 +247,15 @@ def test_offline_opts_only_on_fetch(store, tmpdir_path):
 # ---------------------------------------------------------------- raw statements
 
 def test_unknown_variable_in_raw_statement(store, tmpdir_path):
-    raw = RAW_KEY.get(store.name)
-    if raw != "sql":
-        return  # the statement text below is SQL
     bad = store.rule("client.connected", 1,
-                     {raw: ["insert into conn(clientid, x) values(${clientid}, ${clinetid})"]})
+                     store.record("conn", clientid="${clientid}", x="${clinetid}"))
     path, line = bad_config(tmpdir_path, store, bad)
     err = refused(path, line, key(store, "client.connected"), "clinetid")
     assert "clientid" in err.replace("${clinetid}", "")  # names the known ones
 
 
-def test_variable_inside_quotes_in_raw_statement(store, tmpdir_path):
-    raw = RAW_KEY.get(store.name)
-    if raw != "sql":
-        return
+def test_variable_inside_quotes_in_raw_statement(sql_store, tmpdir_path):
+    store, raw = sql_store, "sql"
     for stmt in ("insert into conn(clientid) values('${clientid}')",
                  'insert into conn(clientid) values("${clientid}")',
                  "insert into conn(clientid, topic) values(${clientid}, 'x/${topic}')"):
@@ -271,12 +270,11 @@ def test_variable_inside_quotes_in_raw_statement(store, tmpdir_path):
     assert p.returncode == 0, p.stderr
 
 
-def test_sql_own_parameters_in_raw_statement(store, tmpdir_path):
+def test_sql_own_parameters_in_raw_statement(sql_store, tmpdir_path):
     """SQL's own parameters (?, ?NNN, :name, @name, $name) would take the
     values meant for the ${name}s, which are bound in order, and shift the
     rest: refused when the line is read, saying where and why."""
-    if RAW_KEY.get(store.name) != "sql":
-        return
+    store = sql_store
     # PostgreSQL's only parameters are $N (there ? is a jsonb operator)
     params = (["$1", "$2"] if store.name in ("postgresql", "pgsql")
               else ["?", "?1", ":name", "@name", "$name"])
@@ -293,12 +291,11 @@ def test_sql_own_parameters_in_raw_statement(store, tmpdir_path):
     assert p.returncode == 0, p.stderr
 
 
-def test_second_statement_in_one_raw_string(store, tmpdir_path):
+def test_second_statement_in_one_raw_string(sql_store, tmpdir_path):
     """Only the first statement of a string would run: a second one is
     refused; a trailing ';' and comments are fine. A ${name} in a comment
     would never be bound: refused too."""
-    if RAW_KEY.get(store.name) != "sql":
-        return
+    store = sql_store
     for stmt, frag in (("insert into conn(clientid) values(${clientid}); delete from conn",
                         "second statement"),
                        ("insert into conn(clientid) values(${clientid});delete from conn;",
@@ -325,11 +322,10 @@ def test_second_statement_in_one_raw_string(store, tmpdir_path):
     assert p.returncode == 0, p.stderr
 
 
-def test_raw_statement_runs_with_trailing_semicolon_and_comment(store, broker_factory):
+def test_raw_statement_runs_with_trailing_semicolon_and_comment(sql_store, broker_factory):
     """What is accepted also runs: a trailing ';' and comments reach the
     database as written, and the value is bound where the ${name} was."""
-    if RAW_KEY.get(store.name) != "sql":
-        return
+    store = sql_store
     store.ensure_schema()
     store.execute("create table conn_seen (clientid text, note text)")
     conf = store.conf() + store.rule("client.connected", 1, {"sql": [
@@ -357,7 +353,7 @@ def test_rule_keys_of_other_backends_are_refused(store, tmpdir_path):
                         ("payload_format", "mongo_json", "mongo")):
         if store.name == owner:
             continue
-        bad = store.rule("message.publish", 1, PUBLISH_FN, topic="#", **{k: v})
+        bad = store.rule("message.publish", 1, publish_fn(store), topic="#", **{k: v})
         path, line = bad_config(tmpdir_path, store, bad)
         refused(path, line, key(store), f'"{k}"', "remove it")
 
@@ -368,7 +364,7 @@ def test_topic_on_hook_point_without_topic_is_refused(store, tmpdir_path):
     for point, fn in (("client.connected", "on_client_connected"),
                       ("client.disconnected", "on_client_disconnected"),
                       ("session.created", "on_subscribe_lookup")):
-        bad = store.rule(point, 1, {"function": fn}, topic="#")
+        bad = store.rule(point, 1, function(store, fn), topic="#")
         path, line = bad_config(tmpdir_path, store, bad)
         refused(path, line, key(store, point), "topic", point, "never run")
 
@@ -376,14 +372,14 @@ def test_topic_on_hook_point_without_topic_is_refused(store, tmpdir_path):
 # ---------------------------------------------------------------- hook points
 
 def test_unknown_hook_point(store, tmpdir_path):
-    bad = store.rule("client.conected", 1, {"function": "on_client_connected"})
+    bad = store.rule("client.conected", 1, function(store, "on_client_connected"))
     path, line = bad_config(tmpdir_path, store, bad)
     err = refused(path, line, key(store, "client.conected"), "client.conected")
     assert "client.connected" in err.replace("client.conected", ""), err
 
 
 def test_bad_rule_number(store, tmpdir_path):
-    bad = store.rule("message.publish", "first", PUBLISH_FN, topic="#")
+    bad = store.rule("message.publish", "first", publish_fn(store), topic="#")
     path, line = bad_config(tmpdir_path, store, bad)
     refused(path, line, f"backend.{store.name}.hook.message.publish.first", "first")
 
@@ -393,8 +389,8 @@ def test_bad_rule_number(store, tmpdir_path):
 def test_every_bad_rule_is_reported(store, tmpdir_path):
     head = f"listener.tcp.default = 127.0.0.1:{free_port()}\n" + store.conf()
     rules = [(store.rule("message.publish", 1, {"function": "nope"}, topic="#"), True),
-             (store.rule("message.publish", 2, PUBLISH_FN, topic="#"), False),
-             (store.rule("message.publish", 3, PUBLISH_FN, topic="#", pool="gone"), True),
+             (store.rule("message.publish", 2, publish_fn(store), topic="#"), False),
+             (store.rule("message.publish", 3, publish_fn(store), topic="#", pool="gone"), True),
              (rule_line(store, "client.connected", 1, "{"), True)]
     path = write(os.path.join(tmpdir_path, "many.conf"), head + "".join(r for r, _ in rules))
     p = run("--check-config", "-c", path)
@@ -414,15 +410,16 @@ def test_rule_in_included_file_names_that_file_and_line(store, tmpdir_path):
                  "include backends/*.conf\n")
     write(os.path.join(base, "backends", "10-pool.conf"), store.conf())
     rules = ("# rules\n\n"
-             + store.rule("message.publish", 1, PUBLISH_FN, topic="#")
-             + store.rule("message.publish", 2, {"function": "on_message_fetch"}, topic="#"))
+             + store.rule("message.publish", 1, publish_fn(store), topic="#")
+             + store.rule("message.publish", 2, function(store, "on_message_fetch"),
+                          topic="#"))
     bad = write(os.path.join(base, "backends", "20-rules.conf"), rules)
     p = run("--check-config", "-c", main, cwd="/")
     assert p.returncode == 2, p.stderr
     assert f"{bad}:4: {key(store, 'message.publish', 2)}:" in p.stderr, p.stderr
     assert "keepmq.conf:" not in p.stderr, p.stderr
     # an unknown pool is found after all files are read: still the rule's file and line
-    write(bad, "\n" + store.rule("message.publish", 1, PUBLISH_FN, topic="#", pool="pool7"))
+    write(bad, "\n" + store.rule("message.publish", 1, publish_fn(store), topic="#", pool="pool7"))
     p = run("--check-config", "-c", main, cwd="/")
     assert p.returncode == 2, p.stderr
     assert f"{bad}:2: {key(store, 'message.publish', 1)}:" in p.stderr, p.stderr
@@ -431,11 +428,12 @@ def test_rule_in_included_file_names_that_file_and_line(store, tmpdir_path):
 
 def test_normal_start_with_bad_rule_exits_2_without_listening(store, tmpdir_path):
     port = free_port()
+    head = f"listener.tcp.default = 127.0.0.1:{port}\n" + store.conf()
+    line = head.count("\n") + 1  # the rule's (SQLite: 4)
     path = write(os.path.join(tmpdir_path, "bad.conf"),
-                 f"listener.tcp.default = 127.0.0.1:{port}\n" + store.conf()
-                 + rule_line(store, "message.publish", 1,
-                             '{"topic": "#", action": {"function": "on_message_publish"}, '
-                             '"pool": "pool1"}'))
+                 head + rule_line(store, "message.publish", 1,
+                                  '{"topic": "#", action": {"function": "on_message_publish"}, '
+                                  '"pool": "pool1"}'))
     env = dict(os.environ)
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
     proc = subprocess.Popen([KEEPMQ_BIN, "-c", path], stdout=subprocess.PIPE,
@@ -449,7 +447,7 @@ def test_normal_start_with_bad_rule_exits_2_without_listening(store, tmpdir_path
             proc.wait()
     assert not listened, "the broker listened with a bad rule"
     assert proc.returncode == 2
-    assert f"{path}:4: {key(store)}:" in err, err
+    assert f"{path}:{line}: {key(store)}:" in err, err
     no_sanitizer(err)
     # nothing was created for the backend either
     assert store.messages() == []
@@ -473,9 +471,21 @@ def test_shipped_configuration_passes_and_loads_every_rule(store, broker_factory
                  if ln.startswith(f"backend.{store.name}.hook.")]
     assert len(rules) >= 8
     b = broker_factory(start=False)
-    b.conf_path = conf
     b.args = ["-o", f"listener.tcp.default=127.0.0.1:{b.port}", "-o", "node.io_workers=2",
               "-o", "broker.sys_interval=1s"]
+    with open(conf) as f:
+        on_by_default = f"\ninclude backends/{store.name}.conf\n" in f.read()
+    if on_by_default:
+        b.conf_path = conf
+    else:
+        # an optional backend: on when keepmq.conf includes its file; its
+        # pool is pointed at the test's server
+        b.conf_path = write(os.path.join(tmpdir_path, "with-backend.conf"),
+                            f"include {conf}\ninclude {backend_conf}\n")
+        for ln in store.conf().splitlines():
+            if ln.strip() and not ln.startswith("#"):
+                k, v = (x.strip() for x in ln.split("=", 1))
+                b.args += ["-o", f"{k}={v}"]
     b.start()
     r = R.raw_connect(b.port, "shipped-metrics")
     assert R.sub_ack(r, [("$SYS/brokers/keepmq@127.0.0.1/backends/metrics", 0)]) == [0]

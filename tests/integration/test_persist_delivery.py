@@ -1,9 +1,10 @@
 """Persistence: delivery modes, outages, crashes and the backend metrics.
 
 Written against the store adapters of persist_adapters.py (the `store`
-fixture), so every backend with an adapter runs it. The store is made to
-refuse writes with store.unavailable(); the broker must retry, keep the
-order, and lose nothing it acknowledged:
+fixture), so every backend with an adapter runs it; the filesystem tests take
+the `file_store` fixture (adapters whose store is a local file: SQLite). The
+store is made to refuse writes with store.unavailable(); the broker must
+retry, keep the order, and lose nothing it acknowledged:
 
 - async mode acknowledges at once and writes everything after the outage;
 - sync mode sends PUBACK/PUBREC only once the message is committed, in
@@ -15,7 +16,8 @@ order, and lose nothing it acknowledged:
   keeps it in the spill file for the next start; a spill file replayed after
   kill -9 writes nothing twice, and jobs of an earlier run never release a
   sync acknowledgement of the new one;
-- a job that fails for good, then an outage, writes no message twice;
+- a job that fails for good (store.failing_action()), then an outage,
+  writes no message twice;
 - the metrics on $SYS/brokers/<node>/backends/metrics keep
   matched == success + failed + inflight + queuing + dropped in every sample.
 
@@ -32,13 +34,10 @@ import mqttraw as R
 
 NODE = "keepmq@127.0.0.1"  # the default node.name
 METRICS_TOPIC = f"$SYS/brokers/{NODE}/backends/metrics"
-PUBLISH_FN = {"function": "on_message_publish"}
-# per backend, a raw action that fails for good on every message (a table
-# that does not exist); backends without raw SQL have none
-FAILING_ACTION = {
-    name: {"sql": "insert into keepmq_no_such_table(topic) values(${topic})"}
-    for name in ("sqlite", "mysql", "postgresql", "pgsql")
-}
+
+
+def publish_fn(store):
+    return {"function": store.fn("on_message_publish")}
 
 
 # ---------------------------------------------------------------- helpers
@@ -48,7 +47,7 @@ def conf(store, mode="async", **pool_keys):
     retries and frequent metrics."""
     pool_keys.setdefault("retry_max_backoff", "500ms")
     return (store.conf(**pool_keys)
-            + store.rule("message.publish", 1, PUBLISH_FN, topic="t/#")
+            + store.rule("message.publish", 1, publish_fn(store), topic="t/#")
             + f"backend.{store.name}.delivery_mode = {mode}\n"
             + "broker.sys_interval = 1s\n")
 
@@ -242,9 +241,8 @@ def test_sync_kill9_loses_nothing_acknowledged(broker_factory, store):
 
 # ---------------------------------------------------------------- the filesystem
 
-def test_filesystem_full_then_grown_mid_load(broker_factory, store):
-    if not hasattr(store, "small_filesystem"):
-        return  # a backend without a local filesystem under it
+def test_filesystem_full_then_grown_mid_load(broker_factory, file_store):
+    store = file_store
     with store.small_filesystem("16m"):
         b = broker_factory(conf=conf(store, "async"), workers=2)
         r = R.raw_connect(b.port, "fs-pub")
@@ -279,14 +277,13 @@ def test_filesystem_full_then_grown_mid_load(broker_factory, store):
         assert b.stop() == 0
 
 
-def test_filesystem_read_only_then_writable(broker_factory, store):
+def test_filesystem_read_only_then_writable(broker_factory, file_store):
     """The database's filesystem is read-only when the broker starts (Linux
     refuses to remount a filesystem read-only while a process has a file on
     it open for writing, so it cannot be made read-only under a running
     broker): the broker starts anyway, queues and retries, and writes
     everything once the filesystem is writable again."""
-    if not hasattr(store, "small_filesystem"):
-        return
+    store = file_store
     with store.small_filesystem("16m"):
         b = broker_factory(conf=conf(store, "async"), workers=2)
         publish_all(b.port, 20, cid="ro-pub-1")
@@ -312,11 +309,11 @@ def test_filesystem_read_only_then_writable(broker_factory, store):
 def test_metrics_invariant_in_every_sample_under_load(broker_factory, store):
     # spill_after 100: during the outage the oldest jobs move to the spill file
     c = (conf(store, "async", spill_after=100)
-         + store.rule("message.publish", 2, {"function": "on_message_retain"}, topic="t/#")
-         + store.rule("message.publish", 3, PUBLISH_FN, topic="never/matched"))
-    failing = FAILING_ACTION.get(store.name)
-    if failing:  # a raw action that fails for good: the failed counter moves too
-        c += store.rule("message.publish", 4, failing, topic="t/load/3")
+         + store.rule("message.publish", 2, {"function": store.fn("on_message_retain")},
+                      topic="t/#")
+         + store.rule("message.publish", 3, publish_fn(store), topic="never/matched")
+         # a raw action that fails for good: the failed counter moves too
+         + store.rule("message.publish", 4, store.failing_action(), topic="t/load/3"))
     b = broker_factory(conf=c, workers=2)
     watch = R.raw_connect(b.port, "metrics-watch")
     assert R.sub_ack(watch, [(METRICS_TOPIC, 0)]) == [0]
@@ -375,16 +372,25 @@ def test_metrics_invariant_in_every_sample_under_load(broker_factory, store):
             continue
         assert r["success"] == r["matched"], r
         assert r["dropped"] == 0 and r["failed"] == 0, r
-    if failing:
-        R.wait_until(lambda: rule_metrics(samples[-1], "message.publish.4")["failed"]
-                     == len(range(3, total, 7)), timeout=10, what="the raw action's failures")
-        r4 = rule_metrics(samples[-1], "message.publish.4")
-        assert r4["matched"] == r4["failed"] == len(range(3, total, 7)), r4
-        assert r4["success"] == 0 and r4["dropped"] == 0, r4
+    R.wait_until(lambda: rule_metrics(samples[-1], "message.publish.4")["failed"]
+                 == len(range(3, total, 7)), timeout=10, what="the raw action's failures")
+    r4 = rule_metrics(samples[-1], "message.publish.4")
+    assert r4["matched"] == r4["failed"] == len(range(3, total, 7)), r4
+    assert r4["success"] == 0 and r4["dropped"] == 0, r4
     assert rule_metrics(last)["matched"] == total
     assert rule_metrics(last, "message.publish.3")["matched"] == 0
     assert rule_metrics(last, "message.publish.2")["matched"] == len(range(0, total, 5))
-    assert stored_payloads(store) == [payload(k) for k in range(total)]
+    # three publishers, taking turns
+    stored = [(m["sender"], m["payload"]) for m in store.messages()
+              if m["payload"].startswith(b"m-")]
+    want = [(f"load-{k % 3}", payload(k)) for k in range(total)]
+    if store.messages_in_publish_order:
+        assert stored == want
+    else:  # each publisher's messages in order, all of them once
+        assert sorted(stored) == sorted(want)
+        for k in range(3):
+            cid = f"load-{k}"
+            assert [x for x in stored if x[0] == cid] == [x for x in want if x[0] == cid], cid
 
 
 # ---------------------------------------------------------------- the queue bound
@@ -540,16 +546,14 @@ def test_permanent_failure_then_outage_writes_each_message_once(broker_factory, 
     """A batch with a job that fails for good is rerun one job per
     transaction; when the store goes away during that rerun, the jobs
     already committed must not be written again."""
-    failing = FAILING_ACTION.get(store.name)
-    if not failing:
-        return  # needs an action that fails for good
-    c = conf(store, "async") + store.rule("message.publish", 2, failing, topic="t/#")
+    c = (conf(store, "async")
+         + store.rule("message.publish", 2, store.failing_action(), topic="t/#"))
     b = broker_factory(conf=c, workers=2)
     total = 3000
     with store.unavailable():  # a backlog: every batch holds a failing job
         publish_all(b.port, total, cid="once-pub")
-    # short outages while the broker works through it, each longer than
-    # the broker's busy_timeout so that its writes fail
+    # short outages while the broker works through it, each long enough for
+    # its writes to fail (longer than SQLite's busy_timeout)
     for _ in range(8):
         time.sleep(0.05)
         with store.unavailable():
@@ -568,9 +572,7 @@ def test_sync_write_failure_is_never_acknowledged_as_success(broker_factory, sto
     """A sync write that fails for good: MQTT 5 gets PUBACK with 0x80, MQTT
     3.1.1 (which has no negative PUBACK) gets no PUBACK at all - the broker
     closes the connection so the client resends after reconnecting."""
-    failing = FAILING_ACTION.get(store.name)
-    assert failing, f"no failing raw action for {store.name}: add one to FAILING_ACTION"
-    c = (store.conf() + store.rule("message.publish", 1, failing, topic="t/#")
+    c = (store.conf() + store.rule("message.publish", 1, store.failing_action(), topic="t/#")
          + f"backend.{store.name}.delivery_mode = sync\n")
     b = broker_factory(conf=c, workers=2)
     v5 = R.raw_connect(b.port, "fail-v5", version=5)

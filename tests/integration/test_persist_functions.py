@@ -2,9 +2,12 @@
 actions, end to end (an MQTT client does something, the store is read back).
 
 Written once against the store adapter (persist_adapters.py): every backend
-with an adapter runs this file unchanged. Writes are asynchronous, so the
-tests poll the store (wait_until) instead of sleeping, and never assert on
-timing.
+with an adapter runs this file unchanged. Functions are named as in the SQL
+family and mapped with store.fn(); what a test observes through a raw action
+is written with store.record() and read back with store.records(). Only
+tests about raw SQL itself take the `sql_store` fixture (SQL backends only).
+Writes are asynchronous, so the tests poll the store (wait_until) instead of
+sleeping, and never assert on timing.
 
 Fetch tests use clean sessions, so what a subscriber receives for messages
 published before it subscribed can only come from on_message_fetch, never
@@ -47,14 +50,16 @@ def wait_until(cond, timeout=WAIT, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
-def fn(name):
-    return {"function": name}
+def fn(store, name):
+    """The action of a built-in function named as in the SQL family."""
+    return {"function": store.fn(name)}
 
 
 def build_conf(store, rules, extra=""):
     """rules: (point, n, action[, topic[, opts]]) tuples; action is a raw action
-    dict or a function name. Without a topic, rules of points that have one
-    (message.*, session.subscribed/unsubscribed) get "#"."""
+    dict or a function name (as in the SQL family: mapped with store.fn()).
+    Without a topic, rules of points that have one (message.*,
+    session.subscribed/unsubscribed) get "#"."""
     text = store.conf()
     for r in rules:
         point, n, action = r[0], r[1], r[2]
@@ -62,11 +67,12 @@ def build_conf(store, rules, extra=""):
                                          point == "session.created" else "#")
         opts = r[4] if len(r) > 4 else {}
         if isinstance(action, str):
-            action = fn(action)
+            action = fn(store, action)
         text += store.rule(point, n, action, topic=topic, **opts)
     return text + extra
 
 
+# function names as in the SQL family (build_conf maps them with store.fn)
 FETCH_RULES = [
     ("message.publish", 1, "on_message_publish"),
     ("session.subscribed", 1, "on_message_fetch"),
@@ -125,6 +131,23 @@ def publish_many(r, topic, payloads, qos=1, retain=False):
 def wait_stored(store, n, what="stored messages"):
     return wait_until(lambda: len(store.messages()) >= n and store.messages(),
                       what=f"{n} {what}")
+
+
+def assert_publish_order(store, got, want, publisher=lambda x: x[0]):
+    """got == want, two lists in publish order. Where the store keeps only
+    each publisher's order (store.messages_in_publish_order false), each
+    publisher's items must be in order and all items there, once."""
+    if store.messages_in_publish_order:
+        assert got == want
+        return
+
+    def by(items):
+        out = {}
+        for x in items:
+            out.setdefault(publisher(x), []).append(x)
+        return out
+    assert by(got) == by(want)
+    assert len(got) == len(want)
 
 
 def msgid_of(store, payload):
@@ -208,22 +231,19 @@ def test_client_node_name_from_config(broker_factory, store):
 
 
 def test_client_takeover_leaves_online(broker_factory, store):
-    store.ensure_schema()
-    store.execute("create table conn_events (ev text, clientid text)")
     b = broker_factory(conf=build_conf(store, [
         ("client.connected", 1, "on_client_connected"),
-        ("client.connected", 2, {"sql": ["insert into conn_events(ev, clientid) "
-                                         "values('c', ${clientid})"]}),
+        ("client.connected", 2, store.record("conn_events", ev="c", clientid="${clientid}")),
         ("client.disconnected", 1, "on_client_disconnected"),
-        ("client.disconnected", 2, {"sql": ["insert into conn_events(ev, clientid) "
-                                            "values('d', ${clientid})"]}),
+        ("client.disconnected", 2, store.record("conn_events", ev="d",
+                                                clientid="${clientid}")),
     ]), workers=2)
     first = raw_connect(b.port, "dup-id")
     second = raw_connect(b.port, "dup-id")  # takes the session over
     assert first.closed(timeout=5), "the first connection was not closed by the takeover"
 
     def events():
-        return sorted(e["ev"] for e in store.query("select ev from conn_events"))
+        return sorted(e["ev"] for e in store.records("conn_events"))
     # every job of both connections has run (the raw rules run after the functions)
     wait_until(lambda: events() == ["c", "c", "d"], what="2 connected + 1 disconnected events")
     rows = store.clients()
@@ -238,13 +258,11 @@ def test_client_takeover_leaves_online(broker_factory, store):
 def test_late_disconnect_from_other_node_keeps_online(broker_factory, store):
     """Two nodes share the store: the client moved from node a to node b, then
     its old connection on a ends. The row names b: it stays online."""
-    store.ensure_schema()
-    store.execute("create table conn_events (ev text, clientid text, node text)")
     rules = [
         ("client.connected", 1, "on_client_connected"),
         ("client.disconnected", 1, "on_client_disconnected"),
-        ("client.disconnected", 2, {"sql": ["insert into conn_events(ev, clientid, node) "
-                                            "values('d', ${clientid}, ${node})"]}),
+        ("client.disconnected", 2, store.record("conn_events", ev="d", clientid="${clientid}",
+                                                node="${node}")),
     ]
     a = broker_factory(conf=build_conf(store, rules, extra="node.name = a@host\n"), workers=1)
     b = broker_factory(conf=build_conf(store, rules, extra="node.name = b@host\n"), workers=1)
@@ -253,7 +271,7 @@ def test_late_disconnect_from_other_node_keeps_online(broker_factory, store):
     on_b = raw_connect(b.port, "mover")
     wait_until(lambda: [c for c in store.clients() if c["node"] == "b@host"], what="on b")
     on_a.close()
-    wait_until(lambda: store.query("select * from conn_events where node = 'a@host'"),
+    wait_until(lambda: [e for e in store.records("conn_events") if e["node"] == "a@host"],
                what="the disconnect on a processed")
     row = store.clients()[0]
     assert (as_text(row["state"]), row["node"], row["offline_at"]) == ("1", "b@host", None)
@@ -268,15 +286,14 @@ def test_subscribe_lookup_subscribes_the_client(broker_factory, store, point):
     store.provision_sub("dev1", "cmd/dev1/#", 1)
     store.provision_sub("dev1", "exact/dev1", 0)
     store.provision_sub("dev-other", "cmd/dev1/#", 2)  # someone else's
-    store.execute("create table seen_subs (clientid text, topic text, qos integer)")
     b = broker_factory(conf=build_conf(store, [
         (point, 1, "on_subscribe_lookup"),
-        ("session.subscribed", 1, {"sql": ["insert into seen_subs(clientid, topic, qos) "
-                                           "values(${clientid}, ${topic}, ${qos})"]}, "#"),
+        ("session.subscribed", 1, store.record("seen_subs", clientid="${clientid}",
+                                               topic="${topic}", qos="${qos}"), "#"),
     ]), workers=2)
     dev = raw_connect(b.port, "dev1")
-    seen = wait_until(lambda: len(store.query("select * from seen_subs")) >= 2 and
-                      store.query("select clientid, topic, qos from seen_subs"),
+    seen = wait_until(lambda: len(store.records("seen_subs")) >= 2 and
+                      store.records("seen_subs"),
                       what="session.subscribed rows for the provisioned subscriptions")
     assert sorted((r["clientid"], r["topic"], as_int(r["qos"])) for r in seen) == [
         ("dev1", "cmd/dev1/#", 1), ("dev1", "exact/dev1", 0)]
@@ -295,8 +312,7 @@ def test_subscribe_lookup_subscribes_the_client(broker_factory, store, point):
     ]
     assert no_publish(dev, 0.3)
     # no other client was subscribed
-    assert sorted(r["clientid"] for r in store.query("select clientid from seen_subs")) == \
-        ["dev1", "dev1"]
+    assert sorted(r["clientid"] for r in store.records("seen_subs")) == ["dev1", "dev1"]
     quit_(dev)
     quit_(pub)
 
@@ -379,7 +395,7 @@ def test_message_publish_stores_qos1_and_qos2_only(broker_factory, store):
     ]
     for m in rows:
         assert HEX32.match(m["msgid"]), m["msgid"]
-        assert m["node"] == DEFAULT_NODE
+        assert m["node"] == (DEFAULT_NODE if store.has_msg_node else None)
         assert m["arrived"]
     ids = [m["msgid"] for m in rows]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
@@ -478,7 +494,7 @@ def test_message_retain_upserts_and_retain_delete_deletes(broker_factory, store)
     assert row["sender"] == "pub-ret"
     assert as_int(row["qos"]) == 1
     assert HEX32.match(row["msgid"])
-    assert row["node"] == DEFAULT_NODE
+    assert row["node"] == (DEFAULT_NODE if store.has_msg_node else None)
     first_id = row["msgid"]
 
     publish_ack(pub, "r/a", b"not retained", qos=1)  # no retain flag: ignored
@@ -1150,7 +1166,120 @@ def test_unsubscribe_deletes_read_position(broker_factory, store):
     quit_(pub)
 
 
-# ---------------------------------------------------------------- 10. raw SQL actions
+# ---------------------------------------------------------------- 10. raw actions
+
+def record_vars(store, table, cols):
+    """store.record() of these variables (ts: ${timestamp})."""
+    return store.record(table, **{c: "${timestamp}" if c == "ts" else "${" + c + "}"
+                                  for c in cols})
+
+
+def check_hook_rows(rows, t0, t1, username=lambda u: u):
+    """The rows every hook point's raw action recorded in the raw-action
+    tests (rows(table) -> dicts); username() normalises an absent user
+    name (SQL: NULL; Redis: empty)."""
+    dis = {r["clientid"]: r for r in rows("disconnected")}
+    assert set(dis) == {"raw-sub", "raw-sub0", "raw-pub"}
+    assert dis["raw-sub"]["username"] == "alice"
+    assert dis["raw-sub"]["peerhost"] == "127.0.0.1"
+
+    sb = rows("subscribed")
+    assert sorted((r["clientid"], r["topic"], as_int(r["qos"]), username(r["username"]))
+                  for r in sb) == \
+        [("raw-sub", "raw/#", 1, "alice"), ("raw-sub0", "raw/+", 0, None)]
+    un = rows("unsubscribed")
+    assert [(r["clientid"], r["topic"]) for r in un] == [("raw-sub", "raw/#")]
+
+    pb = rows("publish")
+    assert [(r["clientid"], r["topic"], as_int(r["qos"]), as_bytes(r["payload"]),
+             as_int(r["retain"]), r["node"], r["peerhost"]) for r in pb] == [
+        ("raw-pub", "raw/x", 1, b"p\x00one", 0, DEFAULT_NODE, "127.0.0.1"),
+        ("raw-pub", "raw/r", 2, b"p-two", 1, DEFAULT_NODE, "127.0.0.1"),
+    ]
+    for r in pb:
+        assert HEX32.match(r["msgid"]), r["msgid"]
+        assert t0 - 60000 <= as_int(r["ts"]) <= t1 + 60000
+    ids = {r["topic"]: r["msgid"] for r in pb}
+
+    dl = rows("delivered")
+    assert sorted((r["clientid"], r["topic"], r["msgid"], as_bytes(r["payload"])) for r in dl) == \
+        sorted([(c, "raw/x", ids["raw/x"], b"p\x00one") for c in ("raw-sub", "raw-sub0")] +
+               [(c, "raw/r", ids["raw/r"], b"p-two") for c in ("raw-sub", "raw-sub0")])
+    # message.acked: PUBACK / PUBREC only; a QoS 0 delivery is never acknowledged
+    ak = rows("acked")
+    assert sorted((r["clientid"], r["topic"], r["msgid"]) for r in ak) == \
+        sorted([("raw-sub", "raw/x", ids["raw/x"]), ("raw-sub", "raw/r", ids["raw/r"])])
+
+
+def test_raw_action_on_every_hook_point(broker_factory, store):
+    """The backend's own raw actions (store.record) run on every hook point
+    with the point's variables, binary payloads byte-exact; an action's
+    statements/commands all run, in order."""
+    client_cols = ["clientid", "username", "peerhost", "node", "ts"]
+    msg_cols = ["clientid", "username", "peerhost", "node", "topic", "qos", "msgid", "payload",
+                "retain", "ts"]
+    two_a = store.record("two_a", clientid="${clientid}", topic="${topic}")
+    two_b = store.record("two_b", payload="${payload}", qos="${qos}")
+    (raw_key,) = two_a
+    two = {raw_key: two_a[raw_key] + two_b[raw_key]}
+    b = broker_factory(conf=build_conf(store, [
+        ("client.connected", 1, record_vars(store, "ev_connected", client_cols), None),
+        ("client.disconnected", 1, record_vars(store, "ev_disconnected", client_cols), None),
+        ("session.subscribed", 1, record_vars(store, "ev_subscribed",
+                                              client_cols + ["topic", "qos"]), None),
+        ("session.unsubscribed", 1, record_vars(store, "ev_unsubscribed",
+                                                client_cols + ["topic"]), None),
+        ("message.publish", 1, record_vars(store, "ev_publish", msg_cols), None),
+        ("message.publish", 2, two, None),
+        ("message.delivered", 1, record_vars(store, "ev_delivered",
+                                             ["clientid", "topic", "qos", "msgid", "payload"]),
+         None),
+        ("message.acked", 1, record_vars(store, "ev_acked", ["clientid", "topic", "msgid"]),
+         None),
+    ]), workers=2)
+    t0 = int(time.time() * 1000)
+    sub = raw_connect(b.port, "raw-sub", username="alice", password="pw")
+    assert sub_ack(sub, [("raw/#", 1)]) == [1]
+    sub0 = raw_connect(b.port, "raw-sub0")
+    assert sub_ack(sub0, [("raw/+", 0)]) == [0]
+    pub = raw_connect(b.port, "raw-pub")
+    publish_ack(pub, "raw/x", b"p\x00one", qos=1)
+    publish_ack(pub, "raw/r", b"p-two", qos=2, retain=True)
+    got = recv_publishes(sub, 2, timeout=WAIT)
+    assert sorted(p.payload for p in got) == [b"p\x00one", b"p-two"]
+    assert sorted(p.payload for p in recv_publishes(sub0, 2, timeout=WAIT)) == \
+        [b"p\x00one", b"p-two"]
+    unsub_ack(sub, ["raw/#"], pid=2)
+    quit_(sub)
+    quit_(sub0)
+    quit_(pub)
+    t1 = int(time.time() * 1000)
+
+    def rows(point):
+        return store.records(f"ev_{point}")
+
+    wait_until(lambda: len(rows("disconnected")) == 3 and len(rows("acked")) == 2
+               and len(rows("unsubscribed")) == 1,
+               what="every raw action ran")
+
+    con = {r["clientid"]: r for r in rows("connected")}
+    assert set(con) == {"raw-sub", "raw-sub0", "raw-pub"}
+    assert con["raw-sub"]["username"] == "alice"
+    assert not con["raw-pub"]["username"]  # none (SQL: NULL)
+    for r in con.values():
+        assert r["peerhost"] == "127.0.0.1"
+        assert r["node"] == DEFAULT_NODE
+        assert t0 - 60000 <= as_int(r["ts"]) <= t1 + 60000
+    check_hook_rows(rows, t0, t1, username=lambda u: u or None)
+
+    # both statements / commands of one action ran
+    assert store.records("two_a") == [
+        {"clientid": "raw-pub", "topic": "raw/x"}, {"clientid": "raw-pub", "topic": "raw/r"}]
+    assert [(r["payload"], as_int(r["qos"])) for r in store.records("two_b")] == \
+        [(b"p\x00one", 1), (b"p-two", 2)]
+
+
+# raw SQL: typed columns, NULLs, queries (SQL backends only)
 
 RAW_COLS = ("point text, clientid text, username text, peerhost text, node text, topic text, "
             "qos integer, msgid text, payload blob, retain integer, ts integer")
@@ -1163,7 +1292,8 @@ def raw_insert(point, cols):
     return {"sql": [f"insert into ev({names}) values({vals})"]}
 
 
-def test_raw_sql_on_every_hook_point(broker_factory, store):
+def test_raw_sql_on_every_hook_point(broker_factory, sql_store):
+    store = sql_store
     store.ensure_schema()
     store.execute(f"create table ev ({RAW_COLS})")
     store.execute("create table two_a (clientid text, topic text)")
@@ -1217,36 +1347,7 @@ def test_raw_sql_on_every_hook_point(broker_factory, store):
         assert r["peerhost"] == "127.0.0.1"
         assert r["node"] == DEFAULT_NODE
         assert t0 - 60000 <= as_int(r["ts"]) <= t1 + 60000
-    dis = {r["clientid"]: r for r in rows("disconnected")}
-    assert set(dis) == {"raw-sub", "raw-sub0", "raw-pub"}
-    assert dis["raw-sub"]["username"] == "alice"
-    assert dis["raw-sub"]["peerhost"] == "127.0.0.1"
-
-    sb = rows("subscribed")
-    assert sorted((r["clientid"], r["topic"], as_int(r["qos"]), r["username"]) for r in sb) == \
-        [("raw-sub", "raw/#", 1, "alice"), ("raw-sub0", "raw/+", 0, None)]
-    un = rows("unsubscribed")
-    assert [(r["clientid"], r["topic"]) for r in un] == [("raw-sub", "raw/#")]
-
-    pb = rows("publish")
-    assert [(r["clientid"], r["topic"], as_int(r["qos"]), as_bytes(r["payload"]),
-             as_int(r["retain"]), r["node"], r["peerhost"]) for r in pb] == [
-        ("raw-pub", "raw/x", 1, b"p\x00one", 0, DEFAULT_NODE, "127.0.0.1"),
-        ("raw-pub", "raw/r", 2, b"p-two", 1, DEFAULT_NODE, "127.0.0.1"),
-    ]
-    for r in pb:
-        assert HEX32.match(r["msgid"]), r["msgid"]
-        assert t0 - 60000 <= as_int(r["ts"]) <= t1 + 60000
-    ids = {r["topic"]: r["msgid"] for r in pb}
-
-    dl = rows("delivered")
-    assert sorted((r["clientid"], r["topic"], r["msgid"], as_bytes(r["payload"])) for r in dl) == \
-        sorted([(c, "raw/x", ids["raw/x"], b"p\x00one") for c in ("raw-sub", "raw-sub0")] +
-               [(c, "raw/r", ids["raw/r"], b"p-two") for c in ("raw-sub", "raw-sub0")])
-    # message.acked: PUBACK / PUBREC only; a QoS 0 delivery is never acknowledged
-    ak = rows("acked")
-    assert sorted((r["clientid"], r["topic"], r["msgid"]) for r in ak) == \
-        sorted([("raw-sub", "raw/x", ids["raw/x"]), ("raw-sub", "raw/r", ids["raw/r"])])
+    check_hook_rows(rows, t0, t1)
 
     # both statements of one action ran
     assert store.query("select clientid, topic from two_a order by rowid") == [
@@ -1262,14 +1363,12 @@ HOSTILE_PAYLOAD = b"\x00'); drop table mqtt_msg; --\x00\\%_\"'\xff\xfe" + "ünï
 
 
 def test_hostile_values_stored_verbatim(broker_factory, store):
-    store.ensure_schema()
-    store.execute("create table hostile (clientid text, topic text, payload blob)")
     b = broker_factory(conf=build_conf(store, [
         ("client.connected", 1, "on_client_connected"),
         ("message.publish", 1, "on_message_publish"),
         ("message.publish", 2, "on_message_retain"),
-        ("message.publish", 3, {"sql": ["insert into hostile(clientid, topic, payload) "
-                                        "values(${clientid}, ${topic}, ${payload})"]}),
+        ("message.publish", 3, store.record("hostile", clientid="${clientid}",
+                                            topic="${topic}", payload="${payload}")),
         ("session.subscribed", 1, "on_message_fetch"),
         ("message.acked", 1, "on_message_acked"),
     ]), workers=2)
@@ -1280,15 +1379,17 @@ def test_hostile_values_stored_verbatim(broker_factory, store):
         quit_(c)
     n = 2 * len(HOSTILE_CIDS)
     rows = wait_stored(store, n)
-    assert [(m["sender"], m["topic"], as_bytes(m["payload"])) for m in rows] == [
+    # four publishers, one after the other
+    assert_publish_order(store, [(m["sender"], m["topic"], as_bytes(m["payload"]))
+                                 for m in rows], [
         x for i, cid in enumerate(HOSTILE_CIDS)
         for x in ((cid, HOSTILE_TOPIC, HOSTILE_PAYLOAD),
-                  (cid, f"plain/{i}", HOSTILE_PAYLOAD + bytes([i])))]
-    raw = wait_until(lambda: len(store.query("select * from hostile")) == n and
-                     store.query("select clientid, topic, payload from hostile order by rowid"),
+                  (cid, f"plain/{i}", HOSTILE_PAYLOAD + bytes([i])))])
+    raw = wait_until(lambda: len(store.records("hostile")) == n and store.records("hostile"),
                      what="raw rows")
-    assert [(r["clientid"], r["topic"], as_bytes(r["payload"])) for r in raw] == \
-        [(m["sender"], m["topic"], as_bytes(m["payload"])) for m in rows]
+    assert_publish_order(store, [(r["clientid"], r["topic"], as_bytes(r["payload"]))
+                                 for r in raw],
+                         [(m["sender"], m["topic"], as_bytes(m["payload"])) for m in rows])
     assert sorted(c["clientid"] for c in wait_until(
         lambda: len(store.clients()) == len(HOSTILE_CIDS) and store.clients(),
         what="client rows")) == sorted(HOSTILE_CIDS)
@@ -1330,6 +1431,45 @@ def test_fetch_filters_with_sql_special_characters(broker_factory, store):
         assert not extra, f"{flt}: also fetched {payloads(extra)}"
         quit_(s)
     quit_(pub)
+
+
+def test_fetch_and_retain_lookup_filters_with_glob_characters(broker_factory, store):
+    """*, ?, [...] and backslashes in a filter's literal part are data, not
+    patterns (for stores that look keys up by glob pattern, e.g. Redis's
+    MATCH), for on_message_fetch and for on_retain_lookup alike."""
+    msgs = [("st*r/a", b"1"), ("stXr/a", b"no-star"), ("stXYr/a", b"no-star2"),
+            ("q?/a", b"2"), ("qX/a", b"no-q"), ("b[ac]/a", b"3"), ("ba/a", b"no-br"),
+            ("b[ac]x/a", b"no-br2"), ("bs\\/a", b"4"), ("bs/a", b"no-bs")]
+    cases = [("st*r/#", [b"1"]), ("q?/+", [b"2"]), ("b[ac]/#", [b"3"]), ("bs\\/+", [b"4"])]
+    b = broker_factory(conf=build_conf(store, FETCH_RULES), workers=2)
+    pub = raw_connect(b.port, "gl-pub")
+    for t, p in msgs:
+        publish_ack(pub, t, p, qos=1)
+    wait_stored(store, len(msgs))
+    for i, (flt, want) in enumerate(cases):
+        s = raw_connect(b.port, f"gl-sub-{i}")
+        assert sub_ack(s, [(flt, 1)]) == [1]
+        got = recv_publishes(s, len(want), timeout=WAIT)
+        assert payloads(got) == want, flt
+        extra = drain_publishes(s, quiet=0.3)
+        assert not extra, f"{flt}: also fetched {payloads(extra)}"
+        quit_(s)
+    quit_(pub)
+    assert b.stop() == 0
+
+    # retained messages the broker does not hold: the lookup alone
+    for t, p in msgs:
+        store.put_retained(t, b"r-" + p, qos=1)
+    b = broker_factory(conf=build_conf(store, [
+        ("session.subscribed", 1, "on_retain_lookup"),
+    ]), workers=2)
+    for i, (flt, want) in enumerate(cases):
+        s = raw_connect(b.port, f"gl-ret-{i}")
+        assert sub_ack(s, [(flt, 1)]) == [1]
+        got = recv_publishes(s, len(want), timeout=WAIT) + drain_publishes(s, quiet=0.3)
+        assert [(p.payload, p.retain) for p in got] == [(b"r-" + w, True) for w in want], \
+            f"{flt}: {[(p.topic, p.payload) for p in got]}"
+        quit_(s)
 
 
 # ---------------------------------------------------------------- 11. restart
@@ -1383,12 +1523,9 @@ def test_restart_keeps_rows_and_read_positions(broker_factory, store):
 # ---------------------------------------------------------------- 12. rule topic filters
 
 def test_rule_topic_filter_limits_the_rule(broker_factory, store):
-    store.ensure_schema()
-    store.execute("create table subs_x (topic text)")
     b = broker_factory(conf=build_conf(store, [
         ("message.publish", 1, "on_message_publish", "sensors/#"),
-        ("session.subscribed", 1, {"sql": ["insert into subs_x(topic) values(${topic})"]},
-         "x/#"),
+        ("session.subscribed", 1, store.record("subs_x", topic="${topic}"), "x/#"),
     ]), workers=2)
     pub = raw_connect(b.port, "tf-pub")
     for t in ["sensors/a", "other/a", "sensors/b/c", "sensorsX/a", "sensors", "a/sensors/b",
@@ -1402,10 +1539,9 @@ def test_rule_topic_filter_limits_the_rule(broker_factory, store):
     s = raw_connect(b.port, "tf-sub")
     assert sub_ack(s, [("y/1", 0), ("x/1", 0), ("x/+", 0), ("xx/1", 0), ("x/zz-last", 0)]) == \
         [0, 0, 0, 0, 0]
-    wait_until(lambda: any(r["topic"] == "x/zz-last" for r in store.query(
-        "select topic from subs_x")), what="last subscription")
-    assert [r["topic"] for r in store.query("select topic from subs_x order by rowid")] == \
-        ["x/1", "x/+", "x/zz-last"]
+    wait_until(lambda: any(r["topic"] == "x/zz-last" for r in store.records("subs_x")),
+               what="last subscription")
+    assert [r["topic"] for r in store.records("subs_x")] == ["x/1", "x/+", "x/zz-last"]
     quit_(s)
     quit_(pub)
 
@@ -1415,7 +1551,7 @@ def test_rule_topic_filter_limits_the_rule(broker_factory, store):
 def test_metrics_published_and_consistent(broker_factory, store):
     b = broker_factory(conf=build_conf(store, [
         ("message.publish", 1, "on_message_publish"),
-        ("message.publish", 2, {"sql": ["insert into no_such_table(x) values(${topic})"]}),
+        ("message.publish", 2, store.failing_action()),
         ("client.connected", 1, "on_client_connected"),
     ], extra="broker.sys_interval = 1s\n"), workers=2)
     pub = raw_connect(b.port, "met-pub")
@@ -1449,7 +1585,7 @@ def test_metrics_published_and_consistent(broker_factory, store):
     pubr = rules[f"backend.{store.name}.hook.message.publish.1"]
     raw = rules[f"backend.{store.name}.hook.message.publish.2"]
     con = rules[f"backend.{store.name}.hook.client.connected.1"]
-    assert pubr["action"] == "on_message_publish"
+    assert pubr["action"] == store.fn("on_message_publish")
     assert pubr["pool"] == "pool1"
     # QoS 0 messages are not matched by on_message_publish
     assert (pubr["matched"], pubr["success"], pubr["failed"]) == (7, 7, 0), pubr
