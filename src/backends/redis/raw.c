@@ -242,6 +242,23 @@ static void var_text(int var, const pjob *j, const char *node, char scratch[48],
 	}
 }
 
+static int build(const rraw *r, const rcmd *cmd, const pjob *j, const char *node, rargs *a,
+                 char (*scratch)[48]);
+
+uint32_t redis_raw_ncmds(const void *raw) { return ((const rraw *)raw)->ncmds; }
+
+int redis_raw_args(const void *raw, uint32_t k, const pjob *j, const char *node, rargs *a,
+                   char (*scratch)[48])
+{
+	const rraw *r = raw;
+	if (k >= r->ncmds || r->cmds[k].n > RARGS_MAX) {
+		ra_init(a);
+		a->oom = true;
+		return -1;
+	}
+	return build(r, &r->cmds[k], j, node, a, scratch);
+}
+
 /* Builds command k's arguments into a (pieces joined into owned buffers). */
 static int build(const rraw *r, const rcmd *cmd, const pjob *j, const char *node, rargs *a,
                  char (*scratch)[48])

@@ -198,6 +198,13 @@ int redis_retain_lookup(pconn *c, uint32_t i, pjob *j);       /* retain.c */
 int redis_raw_compile(const char *const *texts, size_t n, void **out, char *err, size_t errlen);
 void redis_raw_free(void *raw);
 int redis_raw_run(pconn *c, uint32_t i, pjob *j);
+/* The number of commands of a compiled action, and the arguments of its
+ * command k for a job (scratch: RARGS_MAX slots for formatted numbers).
+ * Returns 0, or -1 (a->oom set) if they could not be built. Free with
+ * ra_free. (Used by redis_raw_run and the fuzz target.) */
+uint32_t redis_raw_ncmds(const void *raw);
+int redis_raw_args(const void *raw, uint32_t k, const pjob *j, const char *node, rargs *a,
+                   char (*scratch)[48]);
 
 /* channel.c: the pool service */
 int redis_channel_start(const void *pool_cfg, const char *pool_name, const persist_host *host,
