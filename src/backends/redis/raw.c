@@ -326,7 +326,7 @@ int redis_raw_run(pconn *c, uint32_t i, pjob *j)
 			return 0;
 		}
 		rargs a;
-		build(r, cmd, j, node, &a, scratch);
+		redis_raw_args(r, k, j, node, &a, scratch);
 		if (!stepwise) {
 			rds_append(c, i, &a);
 			continue;
