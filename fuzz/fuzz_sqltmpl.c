@@ -43,7 +43,7 @@ static void check_roundtrip(const char *s, const sql_tmpl *t, char ph)
 			if (strncmp(s + i, want, strlen(want))) abort();
 			i += strlen(want);
 			char p[16];
-			if (ph == '?') snprintf(p, sizeof(p), "?");
+			if (ph != '$') snprintf(p, sizeof(p), "?");
 			else snprintf(p, sizeof(p), "$%u", k + 1);
 			if (strncmp(t->text + j, p, strlen(p))) abort();
 			j += strlen(p);
@@ -72,8 +72,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	src[size] = 0;
 	size_t len = strlen(src);
 	char *more = malloc(len + 32);
-	for (int st = 0; st < 2; st++) {
-		char ph = st ? '$' : '?';
+	for (int st = 0; st < 3; st++) {
+		/* SQLite, PostgreSQL, MySQL (SQL_LEX_MYSQL) */
+		char ph = st == 0 ? '?' : st == 1 ? '$' : 'm';
 		sql_tmpl t;
 		char err[256] = "";
 		if (sql_tmpl_compile(src, ph, &t, err, sizeof(err)) != 0) {

@@ -8,10 +8,12 @@ set -euo pipefail
 
 what=${1:-build}
 BUILD_PKGS="build-essential cmake pkg-config libuv1-dev libssl-dev libjansson-dev libsqlite3-dev
-            libcmocka-dev sqlite3 libhiredis-dev"
+            libcmocka-dev sqlite3 libhiredis-dev libmariadb-dev libpq-dev"
 TEST_PKGS="clang libclang-rt-14-dev python3 python3-pytest python3-pytest-timeout
            python3-paho-mqtt mosquitto mosquitto-clients procps iproute2
-           redis-server redis-tools python3-redis"
+           redis-server redis-tools python3-redis
+           mariadb-server mariadb-client postgresql-15 postgresql-client-15
+           python3-pymysql python3-psycopg2"
 
 pkgs=$BUILD_PKGS
 [ "$what" = test ] && pkgs="$pkgs $TEST_PKGS"
@@ -29,7 +31,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-# keep package scripts from starting services (mosquitto) on default ports
+# keep package scripts from starting services (mosquitto, redis, mariadb,
+# postgresql) on default ports: their postinsts start them only through
+# invoke-rc.d / deb-systemd-invoke, which obey policy-rc.d (exit 101 = denied)
 added_policy=0
 if [ ! -e /usr/sbin/policy-rc.d ]; then
   printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; added_policy=1

@@ -619,7 +619,9 @@ static void test_prefix_range(void **state)
 	assert_false(range_of("+/x", 3, lo, hi));
 	assert_false(range_of("+", 1, lo, hi));
 	assert_false(range_of("", 0, lo, hi));
-	/* trailing 0xFF bytes are cut and the byte before them incremented */
+	/* trailing bytes >= 0x7F are cut and the ASCII byte before them
+	 * incremented, so hi stays valid UTF-8 (PostgreSQL and MySQL refuse
+	 * bounds that are not) */
 	assert_true(range_of("ab\xff\xff/#", 6, lo, hi));
 	assert_string_equal(lo, "ab\xff\xff");
 	assert_string_equal(hi, "ab\xff\xff" "0");
@@ -629,9 +631,16 @@ static void test_prefix_range(void **state)
 	assert_string_equal(hi, "ac");
 	assert_true(range_of("a\xfe\xff#", 4, lo, hi));
 	assert_memory_equal(lo, "a\xfe\xff", 3);
-	assert_int_equal(strlen(hi), 2);
-	assert_memory_equal(hi, "a\xff", 2);
-	/* only 0xFF bytes: no upper bound exists, treated as every topic */
+	assert_string_equal(hi, "b");
+	/* UTF-8: "a/\u00e9+" is bounded by "a0", "a/\u00e9/#" by "a/\u00e90" */
+	assert_true(range_of("a/\xc3\xa9+", 5, lo, hi));
+	assert_string_equal(lo, "a/\xc3\xa9");
+	assert_string_equal(hi, "a0");
+	assert_true(range_of("a/\xc3\xa9/#", 6, lo, hi));
+	assert_string_equal(hi, "a/\xc3\xa9" "0");
+	assert_true(range_of("a\x7f+", 3, lo, hi));
+	assert_string_equal(hi, "b");
+	/* no ASCII byte: no upper bound is made, treated as every topic */
 	assert_false(range_of("\xff\xff+", 3, lo, hi));
 	assert_false(range_of("\xff#", 2, lo, hi));
 	assert_true(range_of("\xff\xff/+", 4, lo, hi));
@@ -647,6 +656,44 @@ static void test_prefix_range(void **state)
 	}
 	for (size_t i = 0; i < sizeof(out) / sizeof(out[0]); i++)
 		assert_true(strcmp(out[i], lo) < 0 || strcmp(out[i], hi) >= 0);
+}
+
+/* MySQL's rules ('m'): '?' placeholders; backslash escapes in '...' and
+ * "..." but not in `...`; "#" and "-- " comments, "--" without a space is
+ * arithmetic; @var is a variable, :name and $name ordinary text; [ is no
+ * quote. */
+static void test_mysql_rules(void **state)
+{
+	(void)state;
+	const char m = SQL_LEX_MYSQL;
+	expect_compile("insert into conn(clientid) values(${clientid})", m,
+	               "insert into conn(clientid) values(?)", 1, SV_CLIENTID);
+	/* a backslash-escaped quote does not end the string: the ${} after it
+	 * is outside */
+	expect_compile("insert into t(a, b) values('it\\'s', ${topic})", m,
+	               "insert into t(a, b) values('it\\'s', ?)", 1, SV_TOPIC);
+	expect_compile("insert into t(a, b) values(\"x\\\"y\", ${qos})", m,
+	               "insert into t(a, b) values(\"x\\\"y\", ?)", 1, SV_QOS);
+	/* ...so a ${} that SQLite would see outside is inside for MySQL */
+	expect_refused("insert into t values('a\\', ${topic})", m, "inside a quoted string", NULL);
+	expect_compile("insert into t values('a\\', ${topic})", '?', "insert into t values('a\\', ?)",
+	               1, SV_TOPIC);
+	/* backticks: no backslash escape, doubled backtick */
+	expect_compile("insert into `my\\` (`a``b`) values(${msgid})", m,
+	               "insert into `my\\` (`a``b`) values(?)", 1, SV_MSGID);
+	/* comments */
+	expect_refused("insert into t values(1) # ${topic}", m, "inside a comment", NULL);
+	expect_refused("insert into t values(1) -- ${topic}", m, "inside a comment", NULL);
+	expect_compile("select 1--${qos}", m, "select 1--?", 1, SV_QOS);
+	expect_compile("insert into t values(${qos}) # done", m, "insert into t values(?) # done", 1,
+	               SV_QOS);
+	/* '?' is MySQL's parameter; @var, :name, $name and [ are not */
+	expect_refused("insert into t values(?, ${qos})", m, "bare '?'", NULL);
+	expect_compile("set @a = ${qos}", m, "set @a = ?", 1, SV_QOS);
+	expect_compile("select :x, $y, [z] from t where a = ${topic}", m,
+	               "select :x, $y, [z] from t where a = ?", 1, SV_TOPIC);
+	expect_refused("insert into t values(1); insert into t values(${qos})", m, "second statement",
+	               NULL);
 }
 
 /* A maximal filter: the buffer is 2 * len + 2 bytes, as the contract says. */
@@ -799,6 +846,7 @@ int main(void)
 	    cmocka_unit_test(test_sqlite_parameters),
 	    cmocka_unit_test(test_sqlite_brackets),
 	    cmocka_unit_test(test_postgresql_parameters),
+	    cmocka_unit_test(test_mysql_rules),
 	    cmocka_unit_test(test_comments),
 	    cmocka_unit_test(test_one_statement),
 	    cmocka_unit_test(test_huge_inputs),

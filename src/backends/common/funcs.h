@@ -27,4 +27,8 @@ bool applies_acked(const hook_event *ev);
 /* on_retain_lookup: a subscription that gets retained messages. */
 bool applies_retain_lookup(const hook_event *ev);
 
+/* "host:port" (an IPv6 host in brackets) at s[0..n) into host (hlen bytes)
+ * and port. Returns 0, -1 if it is not one. */
+int backend_parse_addr(const char *s, size_t n, char *host, size_t hlen, int *port);
+
 #endif

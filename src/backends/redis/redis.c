@@ -396,47 +396,6 @@ static struct timeval tv_ms(uint64_t ms)
 	return (struct timeval){(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
 }
 
-/* "host:port" (IPv6 in brackets) at s[0..n) into host/port */
-static int parse_addr(const char *s, size_t n, char *host, size_t hlen, int *port)
-{
-	const char *colon = NULL;
-	const char *h = s;
-	size_t hl;
-	if (n && s[0] == '[') {
-		const char *rb = memchr(s, ']', n);
-		if (!rb || rb + 1 >= s + n || rb[1] != ':')
-			return -1;
-		h = s + 1;
-		hl = (size_t)(rb - h);
-		colon = rb + 1;
-	} else {
-		for (size_t i = n; i > 0; i--)
-			if (s[i - 1] == ':') {
-				colon = s + i - 1;
-				break;
-			}
-		if (!colon)
-			return -1;
-		hl = (size_t)(colon - s);
-	}
-	if (hl == 0 || hl >= hlen)
-		return -1;
-	memcpy(host, h, hl);
-	host[hl] = 0;
-	char pbuf[8];
-	size_t pl = (size_t)(s + n - colon - 1);
-	if (pl == 0 || pl >= sizeof(pbuf))
-		return -1;
-	memcpy(pbuf, colon + 1, pl);
-	pbuf[pl] = 0;
-	char *end;
-	long p = strtol(pbuf, &end, 10);
-	if (*end || p <= 0 || p > 65535)
-		return -1;
-	*port = (int)p;
-	return 0;
-}
-
 static redisContext *dial(const char *host, int port, const redis_pool_cfg *cfg, char *err,
                           size_t errlen)
 {
@@ -483,7 +442,7 @@ static int ask_sentinels(const redis_pool_cfg *cfg, char *host, size_t hlen, int
 		}
 		char sh[256];
 		int sp;
-		if (parse_addr(s, n, sh, sizeof(sh), &sp) == 0) {
+		if (backend_parse_addr(s, n, sh, sizeof(sh), &sp) == 0) {
 			char e[200];
 			redisContext *rc = dial(sh, sp, cfg, e, sizeof(e));
 			if (rc) {
@@ -525,7 +484,7 @@ redisContext *rds_connect(const redis_pool_cfg *cfg, char *err, size_t errlen)
 	if (cfg->sentinel && cfg->sentinel[0]) {
 		if (ask_sentinels(cfg, host, sizeof(host), &port, err, errlen))
 			return NULL;
-	} else if (parse_addr(cfg->server, strlen(cfg->server), host, sizeof(host), &port)) {
+	} else if (backend_parse_addr(cfg->server, strlen(cfg->server), host, sizeof(host), &port)) {
 		snprintf(err, errlen, "server \"%s\" is not host:port", cfg->server);
 		return NULL;
 	}
@@ -789,7 +748,7 @@ static int be_pool_check(const void *cfgp, char *err, size_t errlen)
 		}
 		char h[256];
 		int p;
-		if (parse_addr(s, n, h, sizeof(h), &p)) {
+		if (backend_parse_addr(s, n, h, sizeof(h), &p)) {
 			snprintf(err, errlen, "server: \"%.*s\" is not host:port", (int)(n > 100 ? 100 : n),
 			         s);
 			return -1;

@@ -5,12 +5,20 @@
  * transaction back and the batch is run again one job per transaction, so
  * the good jobs commit and the bad one fails alone. A recoverable failure
  * (busy, I/O, full, read-only, connection lost) rolls back and leaves every
- * job not yet committed for the framework to retry, in order.
+ * job not yet committed for the framework to retry, in order; a lost
+ * connection (SQLR_LOST) also makes the framework reopen it.
+ *
+ * Consecutive message-store jobs go to the database as multi-row INSERTs
+ * where the dialect has them (MySQL, PostgreSQL): one round trip for up to
+ * 64 messages instead of one each.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <limits.h>
+
+#include <openssl/evp.h>
 
 #include "backends/common/funcs.h"
 #include "backends/sql/sql.h"
@@ -71,54 +79,137 @@ static void mark(pjob **jobs, size_t n, uint8_t status)
 			jobs[i]->status = status;
 }
 
+static bool is_store(const pjob *j)
+{
+	const pfunc *f = j->rule->func;
+	return f && (f->id == SQLF_MESSAGE_PUBLISH || f->id == SQLF_MESSAGE_STORE);
+}
+
+/* Rows per multi-row INSERT: a run of n store jobs is sent as statements of
+ * these sizes (largest first), so a connection prepares at most this many
+ * shapes. */
+static const uint32_t multi_sizes[] = {64, 16, 4, 1};
+static const char multi_keys[sizeof(multi_sizes) / sizeof(multi_sizes[0])];
+
+/* "head (?, ...), (...) tail" for n rows; NULL if out of memory. */
+static char *multi_text(const sql_dialect *d, uint32_t n)
+{
+	size_t cap = strlen(d->msg_insert_head) + strlen(d->msg_insert_tail) + (size_t)n * 64 + 1;
+	char *t = malloc(cap), *o = t;
+	if (!t)
+		return NULL;
+	o += sprintf(o, "%s", d->msg_insert_head);
+	for (uint32_t r = 0; r < n; r++) {
+		if (r)
+			o += sprintf(o, ", ");
+		*o++ = '(';
+		for (uint32_t k = 0; k < 8; k++) {
+			if (d->placeholder == '$')
+				o += sprintf(o, "%s$%u", k ? ", " : "", r * 8 + k + 1);
+			else
+				o += sprintf(o, "%s?", k ? ", " : "");
+		}
+		*o++ = ')';
+	}
+	sprintf(o, "%s", d->msg_insert_tail);
+	return t;
+}
+
+/* Stores the messages of jobs[0..n) (store jobs) with multi-row INSERTs. */
+static int store_run(sql_conn *sc, pconn *c, pjob **jobs, size_t n)
+{
+	const sql_dialect *d = sc->drv->dialect;
+	int rc = SQLR_OK;
+	size_t done = 0;
+	while (done < n && rc == SQLR_OK) {
+		size_t k = 0;
+		while (multi_sizes[k] > n - done)
+			k++;
+		uint32_t rows = multi_sizes[k];
+		sql_val v[64 * 8];
+		char ids[64][33], ats[64][20];
+		char *tmp[64] = {0};
+		for (uint32_t r = 0; r < rows && rc == SQLR_OK; r++)
+			if (sql_msg_insert_values(sc, jobs[done + r], v + r * 8, ids[r], ats[r], &tmp[r]))
+				rc = SQLR_RETRY;
+		if (rc == SQLR_OK) {
+			if (rows == 1) {
+				rc = sql_exec_builtin(sc, c, SQL_MSG_INSERT, v, 8, NULL, NULL);
+			} else {
+				char *text = multi_text(d, rows);
+				rc = text ? sc->drv->exec(c, &multi_keys[k], text, v, (int)rows * 8, NULL, NULL)
+				          : SQLR_RETRY;
+				free(text);
+			}
+		}
+		for (uint32_t r = 0; r < rows; r++)
+			free(tmp[r]);
+		done += rows;
+	}
+	return rc;
+}
+
+/* Runs the pending jobs in the open transaction; on an error returns it
+ * with *bad at the first job of the failing step. */
+static int run_all(sql_conn *sc, pconn *c, pjob **jobs, size_t n)
+{
+	const bool multi = sc->drv->dialect->msg_insert_head != NULL;
+	for (size_t i = 0; i < n;) {
+		if (jobs[i]->status != PJOB_PENDING) {
+			i++;
+			continue;
+		}
+		size_t k = i;
+		if (multi)
+			while (k < n && jobs[k]->status == PJOB_PENDING && is_store(jobs[k]))
+				k++;
+		int rc = k - i >= 2 ? store_run(sc, c, jobs + i, k - i) : sql_run_job(sc, c, jobs[i]);
+		if (rc != SQLR_OK)
+			return rc;
+		i = k - i >= 2 ? k : i + 1;
+	}
+	return SQLR_OK;
+}
+
+/* 0 to retry on this connection, -1 to reopen it first */
+static int retry_all(pjob **jobs, size_t n, int rc)
+{
+	for (size_t i = 0; i < n; i++)
+		presult_clear(jobs[i]->result);
+	mark(jobs, n, PJOB_RETRY);
+	return rc == SQLR_RETRY ? 0 : -1;
+}
+
 int sql_run_batch(pconn *c, pjob **jobs, size_t n)
 {
 	sql_conn *sc = (sql_conn *)c;
 	const sql_driver *d = sc->drv;
 	int rc = d->begin(c);
-	if (rc != SQLR_OK) {
-		/* busy/locked: retry on this connection; anything else: reopen it */
-		mark(jobs, n, PJOB_RETRY);
-		return rc == SQLR_RETRY ? 0 : -1;
-	}
-	size_t bad = n;
-	for (size_t i = 0; i < n; i++) {
-		if (jobs[i]->status != PJOB_PENDING)
-			continue;
-		rc = sql_run_job(sc, c, jobs[i]);
-		if (rc != SQLR_OK) {
-			bad = i;
-			break;
-		}
-	}
-	if (bad == n) {
+	if (rc != SQLR_OK)
+		return retry_all(jobs, n, rc); /* FAIL too: reopen the connection */
+	rc = run_all(sc, c, jobs, n);
+	if (rc == SQLR_OK) {
 		rc = d->commit(c);
 		if (rc == SQLR_OK) {
 			mark(jobs, n, PJOB_OK);
 			return 0;
 		}
 		d->rollback(c);
-		for (size_t i = 0; i < n; i++)
-			presult_clear(jobs[i]->result);
-		mark(jobs, n, PJOB_RETRY);
-		return rc == SQLR_RETRY ? 0 : -1;
+		return retry_all(jobs, n, rc);
 	}
 	d->rollback(c);
+	if (sql_rc_retryable(rc))
+		return retry_all(jobs, n, rc);
 	for (size_t i = 0; i < n; i++)
 		presult_clear(jobs[i]->result);
-	if (rc == SQLR_RETRY) {
-		mark(jobs, n, PJOB_RETRY);
-		return 0;
-	}
 	/* a permanent failure: run each job on its own so only the bad one fails */
 	for (size_t i = 0; i < n; i++) {
 		pjob *j = jobs[i];
 		if (j->status != PJOB_PENDING)
 			continue;
-		if (d->begin(c) != SQLR_OK) {
-			mark(jobs + i, n - i, PJOB_RETRY);
-			return -1;
-		}
+		rc = d->begin(c);
+		if (rc != SQLR_OK)
+			return retry_all(jobs + i, n - i, rc == SQLR_RETRY ? rc : SQLR_LOST);
 		rc = sql_run_job(sc, c, j);
 		if (rc == SQLR_OK)
 			rc = d->commit(c);
@@ -128,13 +219,53 @@ int sql_run_batch(pconn *c, pjob **jobs, size_t n)
 		}
 		d->rollback(c);
 		presult_clear(j->result);
-		if (rc == SQLR_RETRY) {
-			mark(jobs + i, n - i, PJOB_RETRY);
-			return 0;
-		}
+		if (sql_rc_retryable(rc))
+			return retry_all(jobs + i, n - i, rc);
 		j->status = PJOB_FAILED;
 	}
 	return 0;
+}
+
+const char *const sql_payload_encodings[] = {"binary", "base64", NULL};
+
+int sql_payload_in(sql_conn *sc, const kmq_msg *m, sql_val *out, char **tmp)
+{
+	*tmp = NULL;
+	if (!sc->payload_base64) {
+		*out = SQLV_B(m->payload.p, m->payload.len);
+		return 0;
+	}
+	char *b = malloc(((size_t)m->payload.len + 2) / 3 * 4 + 1);
+	if (!b)
+		return -1;
+	int n = EVP_EncodeBlock((unsigned char *)b, m->payload.p, (int)m->payload.len);
+	*tmp = b;
+	*out = SQLV_T(b, (size_t)n);
+	return 0;
+}
+
+sql_val sql_payload_out(sql_conn *sc, sql_val col, char **tmp)
+{
+	*tmp = NULL;
+	if (!sc->payload_base64 || col.type == SQLV_NULL || col.type == SQLV_INT || col.len % 4 ||
+	    col.len > INT_MAX)
+		return col;
+	unsigned char *b = malloc(col.len / 4 * 3 + 1);
+	if (!b)
+		return col;
+	int n = EVP_DecodeBlock(b, col.p, (int)col.len);
+	if (n < 0) {
+		free(b);
+		return col;
+	}
+	/* EVP_DecodeBlock counts the padding as zero bytes */
+	const char *p = col.p;
+	if (col.len && p[col.len - 1] == '=')
+		n--;
+	if (col.len > 1 && p[col.len - 2] == '=')
+		n--;
+	*tmp = (char *)b;
+	return SQLV_B(b, (size_t)n);
 }
 
 /* ---------------------------------------------------------------- helpers */
@@ -197,11 +328,15 @@ bool sql_prefix_range(mqtt_str filter, char *buf, mqtt_str *lo, mqtt_str *hi)
 	/* hi: the prefix with its last byte below 0xFF incremented, rest cut */
 	char *h = buf + n + 1;
 	memcpy(h, filter.p, n);
+	/* Only an ASCII byte below 0x7F is incremented, so both bounds stay
+	 * valid UTF-8 (PostgreSQL and MySQL refuse text that is not): the
+	 * non-ASCII tail of the prefix is cut, which widens the range - rows
+	 * are confirmed by the broker's matcher anyway. */
 	uint32_t k = n;
-	while (k > 0 && (uint8_t)h[k - 1] == 0xFF)
+	while (k > 0 && (uint8_t)h[k - 1] >= 0x7F)
 		k--;
 	if (k == 0)
-		return false; /* all 0xFF: no upper bound needed, treat as every topic */
+		return false; /* no ASCII byte to bound it: treat as every topic */
 	h[k - 1] = (char)((uint8_t)h[k - 1] + 1);
 	*hi = (mqtt_str){(const uint8_t *)h, k};
 	return true;
@@ -210,7 +345,18 @@ bool sql_prefix_range(mqtt_str filter, char *buf, mqtt_str *lo, mqtt_str *hi)
 int sql_exec_builtin(sql_conn *sc, pconn *c, int k, const sql_val *v, int nv, sql_row_fn cb,
                      void *ud)
 {
-	return sc->drv->exec(c, &sc->drv->dialect->stmt[k], sc->drv->dialect->stmt[k], v, nv, cb, ud);
+	const sql_dialect *d = sc->drv->dialect;
+	const char *map = d->argmap[k];
+	if (map) {
+		sql_val mv[16];
+		int n = 0;
+		for (; map[n] && n < 16; n++) {
+			int from = map[n] - '0';
+			mv[n] = from < nv ? v[from] : SQLV_NUL;
+		}
+		return sc->drv->exec(c, &d->stmt[k], d->stmt[k], mv, n, cb, ud);
+	}
+	return sc->drv->exec(c, &d->stmt[k], d->stmt[k], v, nv, cb, ud);
 }
 
 kmq_msg *sql_row_msg(sql_val msgid, sql_val topic, sql_val sender, sql_val qos, sql_val retain,

@@ -13,29 +13,38 @@
  * matcher, so `a/+/c` and `#` work where the original matched exact topics
  * only.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "backends/sql/sql.h"
 #include "util/clock.h"
 
-int sql_message_store(sql_conn *sc, pconn *c, pjob *j)
+int sql_msg_insert_values(sql_conn *sc, const pjob *j, sql_val v[8], char id[33], char at[20],
+                          char **tmp)
 {
 	const kmq_msg *m = j->msg;
-	char id[33], at[20];
 	msgid_to_hex(m->id, id);
 	sql_datetime(m->ts_ms, at);
 	const char *node = sc->host && sc->host->node ? sc->host->node : "";
-	sql_val v[8] = {
-		SQLV_T(id, 32),
-		SQLV_T(m->topic.p, m->topic.len),
-		SQLV_T(m->origin.p, m->origin.len),
-		SQLV_T(node, strlen(node)),
-		SQLV_I(m->qos),
-		SQLV_I((m->flags & MSG_F_RETAIN) ? 1 : 0),
-		SQLV_B(m->payload.p, m->payload.len),
-		SQLV_T(at, 19),
-	};
-	return sql_exec_builtin(sc, c, SQL_MSG_INSERT, v, 8, NULL, NULL);
+	v[0] = SQLV_T(id, 32);
+	v[1] = SQLV_T(m->topic.p, m->topic.len);
+	v[2] = SQLV_T(m->origin.p, m->origin.len);
+	v[3] = SQLV_T(node, strlen(node));
+	v[4] = SQLV_I(m->qos);
+	v[5] = SQLV_I((m->flags & MSG_F_RETAIN) ? 1 : 0);
+	v[7] = SQLV_T(at, 19);
+	return sql_payload_in(sc, m, &v[6], tmp);
+}
+
+int sql_message_store(sql_conn *sc, pconn *c, pjob *j)
+{
+	char id[33], at[20], *tmp = NULL;
+	sql_val v[8];
+	if (sql_msg_insert_values(sc, j, v, id, at, &tmp))
+		return SQLR_RETRY;
+	int rc = sql_exec_builtin(sc, c, SQL_MSG_INSERT, v, 8, NULL, NULL);
+	free(tmp);
+	return rc;
 }
 
 /* The read position of (client id, filter): copied into pos (up to 100
@@ -69,6 +78,7 @@ int sql_read_position(sql_conn *sc, pconn *c, mqtt_str cid, mqtt_str filter, cha
 }
 
 typedef struct fetch_ctx {
+	sql_conn *sc;
 	pjob *j;
 	mqtt_str filter;
 	int64_t want;
@@ -93,7 +103,10 @@ static int on_msg(void *ud, const sql_val *col, int n)
 	if (col[1].type == SQLV_NULL ||
 	    !mqtt_topic_matches(f->filter, (mqtt_str){col[1].p, (uint32_t)col[1].len}))
 		return 0;
-	kmq_msg *m = sql_row_msg(col[0], col[1], col[2], col[3], col[4], col[5]);
+	char *tmp = NULL;
+	kmq_msg *m =
+		sql_row_msg(col[0], col[1], col[2], col[3], col[4], sql_payload_out(f->sc, col[5], &tmp));
+	free(tmp);
 	if (!m)
 		return 0;
 	if (presult_add_msg(f->j->result, m))
@@ -130,7 +143,7 @@ int sql_message_fetch(sql_conn *sc, pconn *c, pjob *j)
 	mqtt_str lo, hi;
 	bool wildcard = mqtt_topic_is_wildcard(filter);
 	bool ranged = wildcard && filter.len <= 65535 && sql_prefix_range(filter, rbuf, &lo, &hi);
-	fetch_ctx f = {.j = j, .filter = filter, .want = r->max_returned_count};
+	fetch_ctx f = {.sc = sc, .j = j, .filter = filter, .want = r->max_returned_count};
 	memcpy(f.last, after, alen + 1);
 	f.last_len = alen;
 	for (;;) {

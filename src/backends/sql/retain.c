@@ -16,16 +16,21 @@
 int sql_message_retain(sql_conn *sc, pconn *c, pjob *j)
 {
 	const kmq_msg *m = j->msg;
-	char id[33], at[20];
+	char id[33], at[20], *tmp = NULL;
 	msgid_to_hex(m->id, id);
 	sql_datetime(m->ts_ms, at);
 	const char *node = sc->host && sc->host->node ? sc->host->node : "";
+	sql_val payload;
+	if (sql_payload_in(sc, m, &payload, &tmp))
+		return SQLR_RETRY;
 	sql_val v[7] = {
-		SQLV_T(m->topic.p, m->topic.len), SQLV_T(id, 32),   SQLV_T(m->origin.p, m->origin.len),
-		SQLV_T(node, strlen(node)),       SQLV_I(m->qos),   SQLV_B(m->payload.p, m->payload.len),
+		SQLV_T(m->topic.p, m->topic.len), SQLV_T(id, 32), SQLV_T(m->origin.p, m->origin.len),
+		SQLV_T(node, strlen(node)),       SQLV_I(m->qos), payload,
 		SQLV_T(at, 19),
 	};
-	return sql_exec_builtin(sc, c, SQL_RETAIN_UPSERT, v, 7, NULL, NULL);
+	int rc = sql_exec_builtin(sc, c, SQL_RETAIN_UPSERT, v, 7, NULL, NULL);
+	free(tmp);
+	return rc;
 }
 
 int sql_retain_delete(sql_conn *sc, pconn *c, pjob *j)
@@ -35,6 +40,7 @@ int sql_retain_delete(sql_conn *sc, pconn *c, pjob *j)
 }
 
 typedef struct look_ctx {
+	sql_conn *sc;
 	pjob *j;
 	mqtt_str filter;
 	uint32_t rows;
@@ -54,7 +60,10 @@ static int on_row(void *ud, const sql_val *col, int n)
 	l->last_len = col[1].len;
 	if (!mqtt_topic_matches(l->filter, (mqtt_str){col[1].p, (uint32_t)col[1].len}))
 		return 0;
-	kmq_msg *m = sql_row_msg(col[0], col[1], col[2], col[3], SQLV_I(1), col[4]);
+	char *tmp = NULL;
+	kmq_msg *m =
+		sql_row_msg(col[0], col[1], col[2], col[3], SQLV_I(1), sql_payload_out(l->sc, col[4], &tmp));
+	free(tmp);
 	if (m && presult_add_msg(l->j->result, m))
 		return 1;
 	return 0;
@@ -67,6 +76,7 @@ int sql_retain_lookup(sql_conn *sc, pconn *c, pjob *j)
 	look_ctx *l = calloc(1, sizeof(*l));
 	if (!l)
 		return SQLR_RETRY;
+	l->sc = sc;
 	l->j = j;
 	l->filter = filter;
 	int rc;

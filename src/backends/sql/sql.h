@@ -45,8 +45,11 @@ typedef struct sql_val {
 #define SQLV_B(ptr, n) ((sql_val){SQLV_BLOB, 0, (ptr), (n)})
 #define SQLV_NUL ((sql_val){SQLV_NULL, 0, NULL, 0})
 
-/* exec results */
-enum sql_rc { SQLR_OK = 0, SQLR_FAIL = 1, SQLR_RETRY = 2 };
+/* exec results. SQLR_RETRY: the database refused for now (busy, locked,
+ * read-only, full), try again on the same connection; SQLR_LOST: the
+ * connection itself broke (dropped, killed, timed out), so the jobs are
+ * retried on a new one. */
+enum sql_rc { SQLR_OK = 0, SQLR_FAIL = 1, SQLR_RETRY = 2, SQLR_LOST = 3 };
 
 /* Called per result row; return 0 to continue, non-zero to stop reading. */
 typedef int (*sql_row_fn)(void *ud, const sql_val *cols, int ncols);
@@ -74,10 +77,29 @@ enum sql_stmt {
 	SQL__COUNT
 };
 
+/* The lexical rules sql_tmpl_compile applies (the placeholder style
+ * follows: '?' for SQLite and MySQL, $1, $2, ... for PostgreSQL). */
+#define SQL_LEX_SQLITE '?'
+#define SQL_LEX_PGSQL '$'
+#define SQL_LEX_MYSQL 'm'
+
 typedef struct sql_dialect {
 	const char *name;
 	const char *stmt[SQL__COUNT];
 	char placeholder; /* '?' or '$' (PostgreSQL: $1, $2, ...) */
+	/*
+	 * Optional: many SQL_MSG_INSERT rows in one statement. The statement is
+	 * msg_insert_head, then n rows "(...)" of SQL_MSG_INSERT's 8 parameters
+	 * separated by ", ", then msg_insert_tail. NULL: one row per statement.
+	 */
+	const char *msg_insert_head;
+	const char *msg_insert_tail;
+	/*
+	 * Optional, per statement: the parameters it binds, as digits indexing
+	 * the statement's parameters listed above ("01223": the third one twice).
+	 * For positional '?' dialects that need a value twice. NULL: in order.
+	 */
+	const char *argmap[SQL__COUNT];
 } sql_dialect;
 
 typedef struct sql_driver {
@@ -101,7 +123,20 @@ typedef struct sql_driver {
 typedef struct sql_conn {
 	const sql_driver *drv;
 	const persist_host *host;
+	/* payload columns of the built-in tables hold base64 text instead of
+	 * bytes (for operators whose payload column is text) */
+	bool payload_base64;
 } sql_conn;
+
+/* Values of the payload_encoding pool key ("binary", "base64"), and its
+ * documentation, for the backends that offer it. */
+extern const char *const sql_payload_encodings[];
+#define SQL_PAYLOAD_KEYDOC                                                                       \
+	"How payloads are stored in the payload columns of mqtt_msg and mqtt_retain. `binary`: the "  \
+	"bytes as they are (the column must be binary: BLOB, bytea). `base64`: base64 text, for "     \
+	"tables whose payload column is text, as in the original's schema; keepmq decodes it when "   \
+	"it reads the rows back. Raw actions bind ${payload} as bytes either way."
+
 
 /* ---------------------------------------------------------------- built-in functions */
 
@@ -187,6 +222,7 @@ typedef struct sql_raw {
  * message.
  */
 int sql_tmpl_compile(const char *src, char placeholder, sql_tmpl *out, char *err, size_t errlen);
+/* placeholder may also be SQL_LEX_MYSQL: '?' placeholders, MySQL's rules. */
 void sql_tmpl_free(sql_tmpl *t);
 /* raw_compile / raw_free for backend_type. */
 int sql_raw_compile(const char *const *texts, size_t n, char placeholder, void **out, char *err,
@@ -216,6 +252,20 @@ int sql_read_position(sql_conn *sc, pconn *c, mqtt_str cid, mqtt_str filter, cha
  * new reference, or NULL. */
 kmq_msg *sql_row_msg(sql_val msgid, sql_val topic, sql_val sender, sql_val qos, sql_val retain,
                      sql_val payload);
+/* The values of SQL_MSG_INSERT for job j (id: 33 bytes, at: 20 bytes,
+ * *tmp: a buffer the caller frees, set when the payload had to be encoded).
+ * Returns 0, -1 if out of memory. */
+int sql_msg_insert_values(sql_conn *sc, const pjob *j, sql_val v[8], char id[33], char at[20],
+                          char **tmp);
+/* The payload to bind for a built-in table (base64 when payload_base64):
+ * *tmp is set to a buffer the caller frees when one was needed. Returns 0,
+ * -1 if out of memory. */
+int sql_payload_in(sql_conn *sc, const kmq_msg *m, sql_val *out, char **tmp);
+/* A payload column read back, decoded when payload_base64 (into *tmp, which
+ * the caller frees). A column that is not valid base64 is taken as it is. */
+sql_val sql_payload_out(sql_conn *sc, sql_val col, char **tmp);
+/* true for SQLR_RETRY and SQLR_LOST */
+static inline bool sql_rc_retryable(int rc) { return rc == SQLR_RETRY || rc == SQLR_LOST; }
 /* Runs built-in statement k. */
 int sql_exec_builtin(sql_conn *sc, pconn *c, int k, const sql_val *v, int nv, sql_row_fn cb,
                      void *ud);

@@ -32,8 +32,15 @@
  *        server: all of them are kept as written. It also has dollar-quoted
  *        strings ($$...$$, $tag$...$tag$), E'...' strings in which a
  *        backslash escapes the next character, and nested block comments.
- * A MySQL dialect ('?' too) would need rules of its own (`#` comments,
- * backslash escapes, `@var` user variables) and so a dialect argument.
+ *   'm'  MySQL / MariaDB (SQL_LEX_MYSQL; placeholders are '?'). Its only
+ *        parameter is `?`; `@var` and `@@var` are variables, `:` and `$`
+ *        ordinary characters. Quotes: '...' and "..." in which a backslash
+ *        escapes the next character (the server's default sql_mode; with
+ *        NO_BACKSLASH_ESCAPES a string ending in a backslash would be read
+ *        differently) and a doubled quote is the character; `...` names.
+ *        Comments: "#" and "-- " to the end of the line ("--" must be
+ *        followed by a space or control character: "1--1" is arithmetic),
+ *        and block comments, which do not nest.
  *
  * Refused, each with its offset in the statement: an unknown ${name}, "${"
  * without "}", a ${name} inside quotes (it would be text, not a parameter:
@@ -134,7 +141,8 @@ static const char why_params[] =
 int sql_tmpl_compile(const char *src, char placeholder, sql_tmpl *out, char *err, size_t errlen)
 {
 	size_t len = strlen(src);
-	const bool pg = placeholder == '$';
+	const bool pg = placeholder == SQL_LEX_PGSQL;
+	const bool my = placeholder == SQL_LEX_MYSQL;
 	memset(out, 0, sizeof(*out));
 	/* each ${x} (at least 4 bytes) becomes at most "$65535" (6 bytes) */
 	char *text = malloc(len * 2 + 16);
@@ -154,9 +162,13 @@ int sql_tmpl_compile(const char *src, char placeholder, sql_tmpl *out, char *err
 		size_t end = i + 1; /* one past what is copied as it is */
 		bool comment = false;
 		/* src[len] is the NUL, so src[i + 1] can always be read */
-		if (ch == '-' && src[i + 1] == '-') {
+		if ((ch == '-' && src[i + 1] == '-' &&
+		     (!my || src[i + 2] == 0 || (unsigned char)src[i + 2] <= ' ')) ||
+		    (my && ch == '#')) {
+			/* MySQL: "--" only before a space or control character ("1--1"
+			 * is arithmetic), and "#" */
 			comment = true;
-			end = i + 2;
+			end = i + 1;
 			while (end < len && src[end] != '\n')
 				end++;
 		} else if (ch == '/' && src[i + 1] == '*') {
@@ -177,11 +189,12 @@ int sql_tmpl_compile(const char *src, char placeholder, sql_tmpl *out, char *err
 			         "first would run; give each statement its own string in the list",
 			         i, semi);
 			goto fail;
-		} else if (ch == '\'' || ch == '"' || ch == '`' || (!pg && ch == '[')) {
+		} else if (ch == '\'' || ch == '"' || ch == '`' || (!pg && !my && ch == '[')) {
 			/* a quoted literal or identifier */
 			char close = ch == '[' ? ']' : (char)ch;
-			bool backslash = pg && ch == '\'' && i > 0 && (src[i - 1] == 'E' || src[i - 1] == 'e') &&
-			                 (i < 2 || !is_word((unsigned char)src[i - 2]));
+			bool backslash = (my && ch != '`') ||
+			                 (pg && ch == '\'' && i > 0 && (src[i - 1] == 'E' || src[i - 1] == 'e') &&
+			                  (i < 2 || !is_word((unsigned char)src[i - 2])));
 			size_t j = i + 1;
 			for (;;) {
 				if (j >= len) {
@@ -271,7 +284,7 @@ int sql_tmpl_compile(const char *src, char placeholder, sql_tmpl *out, char *err
 				snprintf(err, errlen, "SQL's own parameter \"%.*s\" at offset %zu: %s",
 				         (int)(j - i > 40 ? 40 : j - i), src + i, i, why_params);
 			goto fail;
-		} else if ((!pg && (ch == ':' || ch == '@' || ch == '#' || ch == '$') &&
+		} else if ((!pg && !my && (ch == ':' || ch == '@' || ch == '#' || ch == '$') &&
 		            is_word((unsigned char)src[i + 1]) &&
 		            (ch != '$' || i == 0 || !is_word((unsigned char)src[i - 1]))) ||
 		           (pg && ch == '$' && is_digit((unsigned char)src[i + 1]) &&
