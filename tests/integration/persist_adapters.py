@@ -109,6 +109,7 @@ Where keepmq's Redis backend keeps things (the adapter reads them back):
 """
 
 import contextlib
+import datetime
 import errno
 import json
 import os
@@ -523,4 +524,260 @@ class RedisStore:
             r.config_set("min-replicas-to-write", 0)
 
 
-ADAPTERS = {"sqlite": SqliteStore, "redis": RedisStore}
+
+# ---------------------------------------------------------------- MySQL, PostgreSQL
+
+_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def _norm(v):
+    """A column value as the SQLite adapter gives it: datetimes as UTC text
+    'YYYY-MM-DD HH:MM:SS', binary as bytes."""
+    if isinstance(v, datetime.datetime):
+        return v.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    return v
+
+
+class _ServerSqlStore:
+    """What the MySQL and PostgreSQL adapters share: a fresh database on the
+    process's shared server (sql_servers.py) per test, dropped by close().
+
+    The shared suite's SQL-family tests write their SQL in SQLite's words;
+    query() and execute() translate the few that differ: `?` parameters,
+    the types blob and integer, and rowid (each table created through
+    execute() gets an auto-increment kmq_rowid column, which reads leave
+    out)."""
+    family = "sql"
+    messages_in_publish_order = False  # pool_size 2: only per publisher
+    has_msg_node = True
+    user_key = "user"
+    BLOB = "longblob"
+    SERIAL = "bigint auto_increment primary key"
+
+    def __init__(self, tmpdir):
+        self.db = None
+        self.srv = None
+
+    def _ensure(self):
+        if self.db is None:
+            import sql_servers as S
+            self.srv = self._server()
+            self.db = self._new_database(self.srv)
+        return self.db
+
+    def close(self):
+        if self.db is not None:
+            import sql_servers as S
+            try:
+                S.drop_database(self.name, self.srv, self.db["database"])
+            except Exception:
+                pass
+            self.db = None
+
+    # ------------------------------------------------------------ broker side
+    def conf(self, pool="pool1", **keys):
+        d = self._ensure()
+        lines = [f"backend.{self.name}.{pool}.server = {d['host']}:{d['port']}",
+                 f"backend.{self.name}.{pool}.{self.user_key} = {d['user']}",
+                 f"backend.{self.name}.{pool}.password = {d['password']}",
+                 f"backend.{self.name}.{pool}.database = {d['database']}",
+                 f"backend.{self.name}.{pool}.pool_size = 2"]
+        for k, v in keys.items():
+            lines.append(f"backend.{self.name}.{pool}.{k} = {v}")
+        return "\n".join(lines) + "\n"
+
+    def rule(self, point, n, action, topic=None, pool="pool1", **opts):
+        return rule_line(self.name, point, n, action, topic, pool, opts)
+
+    def fn(self, name):
+        return name
+
+    def record(self, table, **cols):
+        assert cols, "record() needs at least one column"
+        self.ensure_schema()
+        types = ", ".join(f"{c} {self.BLOB if c == 'payload' else 'text'}" for c in cols)
+        self.execute(f"create table if not exists {table} ({types})")
+        vals = []
+        for v in cols.values():
+            if _is_placeholder(v):
+                vals.append(v)
+            else:
+                vals.append("'" + str(v).replace("'", "''") + "'")
+        return {"sql": [f"insert into {table}({', '.join(cols)}) values({', '.join(vals)})"]}
+
+    def records(self, table):
+        out = []
+        for r in self.query(f"select * from {table} order by rowid"):
+            d = {}
+            for k, v in r.items():
+                if v is None:
+                    d[k] = None
+                elif k == "payload":
+                    d[k] = v.encode() if isinstance(v, str) else bytes(v)
+                elif isinstance(v, bytes):
+                    d[k] = v.decode("utf-8", "surrogateescape")
+                else:
+                    d[k] = str(v)
+            out.append(d)
+        return out
+
+    def failing_action(self):
+        return {"sql": ["insert into keepmq_no_such_table(topic) values(${topic})"]}
+
+    # ------------------------------------------------------------ store side
+    def _translate(self, sql, has_args):
+        s = re.sub(r"\bblob\b", self.BLOB, sql, flags=re.I)
+        s = re.sub(r"\binteger\b", "bigint", s, flags=re.I)
+        s = re.sub(r"\browid\b", "kmq_rowid", s, flags=re.I)
+        s = re.sub(r"^(\s*create table(?: if not exists)? \w+\s*\()",
+                   lambda m: m.group(1) + f"kmq_rowid {self.SERIAL}, ", s, flags=re.I)
+        if has_args:
+            s = s.replace("%", "%%").replace("?", "%s")
+        return s
+
+    def query(self, sql, *args):
+        c = self._connect()
+        try:
+            cur = c.cursor()
+            cur.execute(self._translate(sql, bool(args)), args or None)
+            names = [d[0] for d in cur.description]
+            return [{k: _norm(v) for k, v in zip(names, row) if k != "kmq_rowid"}
+                    for row in cur.fetchall()]
+        finally:
+            c.close()
+
+    def execute(self, sql, *args, translate=True):
+        c = self._connect()
+        try:
+            c.cursor().execute(self._translate(sql, bool(args)) if translate else sql,
+                               args or None)
+        finally:
+            c.close()
+
+    def _table_rows(self, sql, *args):
+        """query(), or [] while the table does not exist yet (keepmq creates
+        it when its first connection opens)."""
+        try:
+            return self.query(sql, *args)
+        except Exception as e:
+            if getattr(e, "pgcode", None) == "42P01" or (e.args and e.args[0] == 1146):
+                return []
+            raise
+
+    def clients(self):
+        rows = self._table_rows("select clientid, state, node, online_at, offline_at "
+                                "from mqtt_client order by id")
+        for r in rows:
+            r["state"] = None if r["state"] is None else str(r["state"])
+        return rows
+
+    def messages(self):
+        return self._table_rows("select msgid, topic, sender, node, qos, retain, payload, "
+                                "arrived from mqtt_msg order by msgid")
+
+    def retained(self):
+        return sorted(self._table_rows("select topic, msgid, sender, node, qos, payload, arrived "
+                                       "from mqtt_retain"), key=lambda r: r["topic"].encode())
+
+    def positions(self, clientid):
+        return {r["topic"]: r["msgid"] for r in
+                self._table_rows("select topic, msgid from mqtt_acked where clientid = ?",
+                                 clientid)}
+
+    def ensure_schema(self):
+        with open(os.path.join(_ROOT, "etc", "sql", f"{self.name}.sql")) as f:
+            schema = f.read()
+        for stmt in schema.split(";\n"):
+            if re.sub(r"--[^\n]*", "", stmt).strip():
+                self.execute(stmt, translate=False)
+
+    def provision_sub(self, clientid, topic, qos):
+        self.ensure_schema()
+        self.execute("insert into mqtt_sub(clientid, topic, qos) values(?, ?, ?)",
+                     clientid, topic, qos)
+
+    def put_retained(self, topic, payload, qos=1, msgid=None):
+        self.ensure_schema()
+        now = datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M:%S")
+        self.execute("insert into mqtt_retain(topic, msgid, sender, node, qos, payload, arrived) "
+                     "values(?, ?, 'other-node-client', 'other@node', ?, ?, ?)",
+                     topic, msgid, qos, payload, now)
+
+
+class MySQLStore(_ServerSqlStore):
+    """keepmq's MySQL backend on MariaDB 10.11 (sql_servers.shared_mariadb),
+    logged in as a user with privileges on its test databases only; the
+    adapter reads and writes as root."""
+    name = "mysql"
+
+    def _server(self):
+        import sql_servers as S
+        return S.shared_mariadb()
+
+    def _new_database(self, srv):
+        import sql_servers as S
+        return S.new_mysql_database(srv)
+
+    def _connect(self):
+        d = self._ensure()
+        return self.srv.admin(d["database"])
+
+    @contextlib.contextmanager
+    def unavailable(self):
+        """SET GLOBAL read_only: every write of the broker's user fails with
+        error 1290 (which it retries); root still reads and writes."""
+        self._ensure()
+        a = self.srv.admin()
+        try:
+            a.cursor().execute("set global read_only = 1")
+            yield
+        finally:
+            a.cursor().execute("set global read_only = 0")
+            a.close()
+
+
+class PgStore(_ServerSqlStore):
+    """keepmq's PostgreSQL backend on PostgreSQL 15
+    (sql_servers.shared_postgres); the broker and the adapter both log in as
+    the database's owner, keepmq (not a superuser)."""
+    name = "pgsql"
+    user_key = "username"
+    BLOB = "bytea"
+    SERIAL = "bigserial primary key"
+
+    def _server(self):
+        import sql_servers as S
+        return S.shared_postgres()
+
+    def _new_database(self, srv):
+        import sql_servers as S
+        return S.new_pg_database(srv)
+
+    def _connect(self):
+        import psycopg2
+        d = self._ensure()
+        c = psycopg2.connect(host=d["host"], port=d["port"], user=d["user"],
+                             password=d["password"], dbname=d["database"])
+        c.autocommit = True
+        return c
+
+    @contextlib.contextmanager
+    def unavailable(self):
+        """INSERT, UPDATE and DELETE revoked from keepmq on every table:
+        the broker's writes fail with insufficient_privilege (42501, which
+        it retries); reads still work."""
+        d = self._ensure()
+        a = self.srv.admin(d["database"])
+        try:
+            a.cursor().execute("revoke insert, update, delete on all tables in schema public "
+                               "from keepmq")
+            yield
+        finally:
+            a.cursor().execute("grant insert, update, delete on all tables in schema public "
+                               "to keepmq")
+            a.close()
+
+
+ADAPTERS = {"sqlite": SqliteStore, "redis": RedisStore, "mysql": MySQLStore, "pgsql": PgStore}

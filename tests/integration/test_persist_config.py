@@ -275,9 +275,10 @@ def test_sql_own_parameters_in_raw_statement(sql_store, tmpdir_path):
     values meant for the ${name}s, which are bound in order, and shift the
     rest: refused when the line is read, saying where and why."""
     store = sql_store
-    # PostgreSQL's only parameters are $N (there ? is a jsonb operator)
-    params = (["$1", "$2"] if store.name in ("postgresql", "pgsql")
-              else ["?", "?1", ":name", "@name", "$name"])
+    # PostgreSQL's only parameters are $N (there ? is a jsonb operator);
+    # MySQL's only one is ? (@name is a variable, :name and $name plain text)
+    params = {"pgsql": ["$1", "$2"], "mysql": ["?", "?1"]}.get(
+        store.name, ["?", "?1", ":name", "@name", "$name"])
     for param in params:
         bad = store.rule("client.connected", 1,
                          {"sql": [f"insert into conn(clientid, note) values(${{clientid}}, {param})"]})

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 import mqttraw as R
+from mqttraw import Publisher
 from redis_server import RedisServer
 
 NODE = "keepmq@127.0.0.1"
@@ -560,40 +561,6 @@ def test_channel_resubscribes_after_redis_restart(rsrv, broker_factory):
 
 
 # ---------------------------------------------------------------- outages
-
-class Publisher(threading.Thread):
-    """Publishes QoS 1 messages p-00000, p-00001, ... to load/t, each
-    acknowledged before the next, until stop() (then at least `min_after`
-    more after the call). `acked` lists the payloads acknowledged."""
-
-    def __init__(self, port, cid="loader", topic="load/t"):
-        super().__init__(daemon=True)
-        self.port, self.cid, self.topic = port, cid, topic
-        self.acked = []
-        self.error = None
-        self._stop_at = None
-
-    def run(self):
-        r = R.raw_connect(self.port, self.cid)
-        try:
-            i = 0
-            while self._stop_at is None or len(self.acked) < self._stop_at:
-                p = b"p-%05d" % i
-                R.publish_ack(r, self.topic, p, qos=1, pid=i % 65535 + 1)
-                self.acked.append(p)
-                i += 1
-        except Exception as e:  # noqa: BLE001 - reported by the test
-            self.error = e
-        finally:
-            r.close()
-
-    def stop(self, min_after=100):
-        self._stop_at = len(self.acked) + min_after
-        self.join(timeout=120)
-        assert not self.is_alive(), "the publisher is stuck"
-        assert self.error is None, self.error
-        return self.acked
-
 
 def publish_stream(port, n, cid="loader", topic="load/t"):
     r = R.raw_connect(port, cid)
