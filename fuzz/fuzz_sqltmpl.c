@@ -108,7 +108,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		 * it, or a parameter of the dialect's own, is refused */
 		snprintf(more, len + 32, "%s\n;select 1", src);
 		if (compiles(more, ph, err) == 0 || !strstr(err, "second statement")) abort();
-		snprintf(more, len + 32, "%s\n%s", src, st ? "$1" : "?");
+		snprintf(more, len + 32, "%s\n%s", src, st == 1 ? "$1" : "?");
 		if (compiles(more, ph, err) == 0) abort();
 	}
 	free(more);

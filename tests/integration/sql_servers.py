@@ -75,7 +75,35 @@ def _run(args, log, what, timeout=300):
         raise RuntimeError(f"{what} failed (status {r.returncode}); log:\n{_read(log)[-3000:]}")
 
 
+def make_tls_files(dir, owner=None):
+    """A CA and a server certificate for 127.0.0.1 (CN and IP SAN) signed by
+    it, in dir: ca.pem, server.pem, server.key (and ca.key). Made once."""
+    os.makedirs(dir, exist_ok=True)
+    files = {k: os.path.join(dir, k) for k in ("ca.pem", "ca.key", "server.pem", "server.key")}
+    if not os.path.exists(files["server.pem"]):
+        log = os.path.join(dir, "openssl.log")
+        _run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+              "-subj", "/CN=keepmq test CA", "-keyout", files["ca.key"], "-out", files["ca.pem"]],
+             log, "openssl (CA)")
+        csr = os.path.join(dir, "server.csr")
+        _run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+              "-keyout", files["server.key"], "-out", csr], log, "openssl (request)")
+        ext = os.path.join(dir, "san.ext")
+        with open(ext, "w") as f:
+            f.write("subjectAltName = IP:127.0.0.1\n")
+        _run(["openssl", "x509", "-req", "-in", csr, "-CA", files["ca.pem"], "-CAkey",
+              files["ca.key"], "-CAcreateserial", "-days", "30", "-extfile", ext,
+              "-out", files["server.pem"]], log, "openssl (sign)")
+        os.chmod(files["server.key"], 0o600)
+        if owner is not None:
+            for k in ("server.pem", "server.key"):
+                os.chown(files[k], owner.pw_uid, owner.pw_gid)
+    return files
+
+
 class _Server:
+    """srv.tls: the CA (ca.pem) that signed the server's certificate; both
+    servers offer TLS, which clients may use or not."""
     name = "?"
 
     def __init__(self, dir, port=None):
@@ -134,6 +162,7 @@ class MariaDBServer(_Server):
         self.socket = os.path.join(_sock_dir(self), "mysql.sock")
         self.log_path = os.path.join(self.dir, "mariadb.log")
         self.proc = None
+        self.tls = make_tls_files(self.dir)
         if not os.path.isdir(os.path.join(self.data, "mysql")):
             _run([MARIADB_INSTALL_DB, "--no-defaults", f"--datadir={self.data}", "--user=root",
                   "--auth-root-authentication-method=socket", "--skip-test-db"],
@@ -147,6 +176,8 @@ class MariaDBServer(_Server):
              "--innodb-flush-log-at-trx-commit=2", f"--log-error={self.log_path}",
              # Debian's packaged defaults (its 50-server.cnf, skipped by --no-defaults)
              "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci",
+             f"--ssl-ca={self.tls['ca.pem']}", f"--ssl-cert={self.tls['server.pem']}",
+             f"--ssl-key={self.tls['server.key']}",
              f"--pid-file={os.path.join(self.dir, 'mariadb.pid')}"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             cwd=self.dir, start_new_session=True)
@@ -207,6 +238,7 @@ class PostgresServer(_Server):
                  os.path.join(self.dir, "initdb.log"), "initdb")
             with open(os.path.join(self.data, "pg_hba.conf"), "w") as f:
                 f.write("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
+        self.tls = make_tls_files(self.dir, owner=pw)
 
     def _pg_ctl(self, *args, timeout=60.0):
         return subprocess.run(["runuser", "-u", "postgres", "--", f"{PG_BIN}/pg_ctl", "-D",
@@ -216,7 +248,9 @@ class PostgresServer(_Server):
 
     def _launch(self, timeout):
         opts = (f"-p {self.port} -k {self.socket} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+                f"-c ssl=on -c ssl_cert_file={self.tls['server.pem']} "
+                f"-c ssl_key_file={self.tls['server.key']}")
         return self._pg_ctl("-l", self.log_path, "-w", "-o", opts, "start", timeout=timeout) == 0
 
     def pid(self):

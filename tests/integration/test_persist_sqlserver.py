@@ -370,3 +370,51 @@ def test_pgsql_raw_parameters_take_their_column_type(broker_factory, pg_store):
     assert bytes(r["raw"]) == doc
     assert r["q"] == 1
     assert abs(float(r["age"])) < 600
+
+
+# ---------------------------------------------------------------- TLS
+
+def test_tls_verified_and_refused_with_the_wrong_ca(broker_factory, srv_store, tmpdir_path):
+    """ssl = on with ssl.verify and the CA that signed the server's
+    certificate: the broker's connections are encrypted (MySQL: its account
+    may log in over TLS only; PostgreSQL: pg_stat_ssl says so). With a CA
+    that did not sign it, the connection is refused and nothing is written."""
+    import sql_servers as S
+    store = srv_store
+    d = store._ensure()
+    conf = store.conf(**{"ssl": "on", "ssl.verify": "on",
+                         "ssl.cacertfile": store.srv.tls["ca.pem"]})
+    if store.name == "mysql":
+        c = store.srv.admin()
+        try:
+            c.cursor().execute("create user if not exists 'keepmq_tls'@'127.0.0.1' "
+                               "identified by 'keepmq-pw' require ssl")
+            c.cursor().execute("grant all privileges on `kmqt%`.* to 'keepmq_tls'@'127.0.0.1'")
+        finally:
+            c.close()
+        conf = conf.replace(f".user = {d['user']}", ".user = keepmq_tls")
+        assert ".user = keepmq_tls" in conf
+    rules = store.rule("message.publish", 1, {"function": "on_message_publish"}, topic="tls/#")
+    b = broker_factory(conf=conf + rules, workers=2)
+    p = R.raw_connect(b.port, "tls-pub")
+    for i in range(5):
+        R.publish_ack(p, "tls/a", b"m%d" % i, qos=1, pid=i + 1)
+    R.wait_until(lambda: stored_payloads(store, "tls/a") == [b"m%d" % i for i in range(5)],
+                 timeout=WAIT, what="the messages stored over TLS")
+    if store.name == "pgsql":
+        _, rows = admin_rows(store, "select s.ssl, s.version from pg_stat_ssl s join "
+                                    "pg_stat_activity a using (pid) "
+                                    "where a.application_name = 'keepmq'")
+        assert rows and all(r[0] for r in rows), rows
+    p.close()
+    b.stop()
+
+    other = S.make_tls_files(os.path.join(tmpdir_path, "other-ca"))  # a stranger's CA
+    b2 = broker_factory(conf=conf.replace(store.srv.tls["ca.pem"], other["ca.pem"]) + rules,
+                        workers=2)
+    p = R.raw_connect(b2.port, "tls-pub2")
+    R.publish_ack(p, "tls/b", b"never", qos=1)
+    R.wait_until(lambda: "certificate" in b2.log().lower(), timeout=WAIT,
+                 what="the certificate refused in the log")
+    assert stored_payloads(store, "tls/b") == []
+    p.close()

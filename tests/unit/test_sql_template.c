@@ -694,6 +694,11 @@ static void test_mysql_rules(void **state)
 	               "select :x, $y, [z] from t where a = ?", 1, SV_TOPIC);
 	expect_refused("insert into t values(1); insert into t values(${qos})", m, "second statement",
 	               NULL);
+	/* the server runs an executable comment's contents */
+	expect_refused("insert into t values(${qos} /*! , ? */)", m, "executable comment", NULL);
+	expect_refused("insert into t values(${qos}) /*M!100000 ? */", m, "executable comment", NULL);
+	expect_compile("insert into t values(${qos}) /* ! ? */", m,
+	               "insert into t values(?) /* ! ? */", 1, SV_QOS);
 }
 
 /* A maximal filter: the buffer is 2 * len + 2 bytes, as the contract says. */

@@ -40,7 +40,9 @@
  *        differently) and a doubled quote is the character; `...` names.
  *        Comments: "#" and "-- " to the end of the line ("--" must be
  *        followed by a space or control character: "1--1" is arithmetic),
- *        and block comments, which do not nest.
+ *        and block comments, which do not nest. Executable comments
+ *        (a block comment opening with '!' or "M!") are refused: the
+ *        server runs their contents, so a '?' inside would be a parameter.
  *
  * Refused, each with its offset in the statement: an unknown ${name}, "${"
  * without "}", a ${name} inside quotes (it would be text, not a parameter:
@@ -172,6 +174,15 @@ int sql_tmpl_compile(const char *src, char placeholder, sql_tmpl *out, char *err
 			while (end < len && src[end] != '\n')
 				end++;
 		} else if (ch == '/' && src[i + 1] == '*') {
+			if (my && (src[i + 2] == '!' || (src[i + 2] == 'M' && src[i + 3] == '!'))) {
+				/* the server runs what is inside: a '?' there would be a
+				 * parameter this lexer never saw */
+				snprintf(err, errlen,
+				         "a MySQL executable comment (/*! ... */) at offset %zu: write its "
+				         "SQL plainly",
+				         i);
+				goto fail;
+			}
 			comment = true;
 			end = block_comment_end(src, len, i, pg);
 			if (end == SIZE_MAX) {
