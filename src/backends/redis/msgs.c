@@ -32,7 +32,6 @@
 #include "util/clock.h"
 
 #define FETCH_PAGE 500
-#define HGET_CHUNK 256
 
 int redis_message_store(pconn *c, uint32_t i, pjob *j)
 {
@@ -172,6 +171,45 @@ static int topic_ids(pconn *c, uint32_t i, const rtopic *t, uint32_t ti, const c
 	}
 }
 
+/* rds_hgetall_many's callbacks for the candidates of a fetch */
+typedef struct fetched {
+	pconn *c;
+	uint32_t i;
+	pjob *j;
+	const cands *cs;
+	const rtopic *topics;
+} fetched;
+
+static void cand_key(void *ud, size_t k, const void **p, size_t *len)
+{
+	const fetched *f = ud;
+	*p = f->cs->v[k].id;
+	*len = f->cs->v[k].len;
+}
+
+static void on_msg_hash(void *ud, size_t k, redisReply *rep)
+{
+	fetched *f = ud;
+	const cand *cd = &f->cs->v[k];
+	kmq_msg *m = rep->type == REDIS_REPLY_ARRAY ? rds_hash_msg(rep, false) : NULL;
+	if (rep->type == REDIS_REPLY_ERROR)
+		rds_outcome(f->c, f->i, rds_error_class(rep), rep->str, rep->len);
+	if (!m) {
+		if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 0) {
+			/* expired: its id leaves the topic's set */
+			rargs z;
+			ra_init(&z);
+			ra_str(&z, "ZREM");
+			ra_key(&z, K_MSG, f->topics[cd->topic].p, f->topics[cd->topic].len, NULL, 0);
+			ra_add(&z, cd->id, cd->len);
+			rds_append(f->c, f->i, &z);
+		}
+		return;
+	}
+	if (presult_add_msg(f->j->result, m))
+		rds_outcome(f->c, f->i, RJ_RETRY, "out of memory", 13);
+}
+
 int redis_message_fetch(pconn *c, uint32_t i, pjob *j, bool queue)
 {
 	const prule *r = j->rule;
@@ -226,50 +264,9 @@ int redis_message_fetch(pconn *c, uint32_t i, pjob *j, bool queue)
 		               wildcard && slen == 1, &cs);
 	if (rc == 0 && cs.n) {
 		qsort(cs.v, cs.n, sizeof(cand), cmp_cand);
-		size_t n = (int64_t)cs.n > want ? (size_t)want : cs.n;
-		rargs *cmds = malloc(HGET_CHUNK * sizeof(rargs));
-		redisReply *rep[HGET_CHUNK];
-		if (!cmds) {
-			free(cs.v);
-			if (topics != &one)
-				rds_topics_free(&topics, ntopics);
-			return -1;
-		}
-		for (size_t at = 0; at < n && rc == 0; at += HGET_CHUNK) {
-			size_t k = n - at < HGET_CHUNK ? n - at : HGET_CHUNK;
-			for (size_t x = 0; x < k; x++) {
-				ra_init(&cmds[x]);
-				ra_str(&cmds[x], "HGETALL");
-				ra_key(&cmds[x], K_MSG, cs.v[at + x].id, cs.v[at + x].len, NULL, 0);
-			}
-			if (rds_pipeline(c, cmds, k, rep)) {
-				rc = -1;
-				break;
-			}
-			for (size_t x = 0; x < k; x++) {
-				const cand *cd = &cs.v[at + x];
-				kmq_msg *m = rep[x]->type == REDIS_REPLY_ARRAY ? rds_hash_msg(rep[x], false) : NULL;
-				bool gone = rep[x]->type == REDIS_REPLY_ARRAY && rep[x]->elements == 0;
-				if (rep[x]->type == REDIS_REPLY_ERROR)
-					rds_outcome(c, i, rds_error_class(rep[x]), rep[x]->str, rep[x]->len);
-				freeReplyObject(rep[x]);
-				if (!m) {
-					if (gone) {
-						/* expired: its id leaves the topic's set */
-						rargs z;
-						ra_init(&z);
-						ra_str(&z, "ZREM");
-						ra_key(&z, K_MSG, topics[cd->topic].p, topics[cd->topic].len, NULL, 0);
-						ra_add(&z, cd->id, cd->len);
-						rds_append(c, i, &z);
-					}
-					continue;
-				}
-				if (presult_add_msg(j->result, m))
-					rds_outcome(c, i, RJ_RETRY, "out of memory", 13);
-			}
-		}
-		free(cmds);
+		fetched f = {c, i, j, &cs, topics};
+		rc = rds_hgetall_many(c, K_MSG, (int64_t)cs.n > want ? (size_t)want : cs.n, cand_key,
+		                      on_msg_hash, &f);
 	}
 	free(cs.v);
 	if (topics != &one)

@@ -249,6 +249,40 @@ int rds_pipeline(pconn *c, rargs *cmds, size_t n, redisReply **out)
 	return 0;
 }
 
+int rds_hgetall_many(pconn *c, const char *prefix, size_t n, rds_key_fn key,
+                     rds_reply_fn on_reply, void *ud)
+{
+	enum { CHUNK = 256 };
+	rargs *cmds = malloc(CHUNK * sizeof(rargs));
+	redisReply *rep[CHUNK];
+	if (!cmds) {
+		snprintf(c->err, sizeof(c->err), "out of memory");
+		return -1;
+	}
+	int rc = 0;
+	for (size_t at = 0; at < n && rc == 0; at += CHUNK) {
+		size_t k = n - at < CHUNK ? n - at : CHUNK;
+		for (size_t x = 0; x < k; x++) {
+			const void *p;
+			size_t len;
+			key(ud, at + x, &p, &len);
+			ra_init(&cmds[x]);
+			ra_str(&cmds[x], "HGETALL");
+			ra_key(&cmds[x], prefix, p, len, NULL, 0);
+		}
+		if (rds_pipeline(c, cmds, k, rep)) {
+			rc = -1;
+			break;
+		}
+		for (size_t x = 0; x < k; x++) {
+			on_reply(ud, at + x, rep[x]);
+			freeReplyObject(rep[x]);
+		}
+	}
+	free(cmds);
+	return rc;
+}
+
 void rds_topics_free(rtopic **tp, size_t n)
 {
 	rtopic *t = *tp;

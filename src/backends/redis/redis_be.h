@@ -132,6 +132,17 @@ redisContext *rds_connect(const redis_pool_cfg *cfg, char *err, size_t errlen);
  * (freed by the caller with freeReplyObject). Returns 0, or -1 if the
  * connection failed (out is then all NULL). */
 int rds_pipeline(pconn *c, rargs *cmds, size_t n, redisReply **out);
+/*
+ * HGETALL of the hashes <prefix><key> for k in [0, n), where key(ud, k, &p,
+ * &len) names the k-th, sent in pipelined chunks (rds_pipeline). Each reply
+ * goes to on_reply(ud, k, reply) in order; the reply is freed after the
+ * call. Returns 0, -1 if out of memory or the connection failed (c->err
+ * says which; the replies of the failing chunk are not passed on).
+ */
+typedef void (*rds_key_fn)(void *ud, size_t k, const void **p, size_t *len);
+typedef void (*rds_reply_fn)(void *ud, size_t k, redisReply *reply);
+int rds_hgetall_many(pconn *c, const char *prefix, size_t n, rds_key_fn key,
+                     rds_reply_fn on_reply, void *ud);
 
 /* The topics in an index set (K_IDX_MSG, K_IDX_RETAIN) that match a
  * wildcard filter, read with SSCAN and confirmed with the broker's matcher.

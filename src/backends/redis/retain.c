@@ -13,7 +13,6 @@
 
 #include "backends/redis/redis_be.h"
 
-#define HGET_CHUNK 256
 
 int redis_message_retain(pconn *c, uint32_t i, pjob *j)
 {
@@ -47,6 +46,46 @@ int redis_retain_delete(pconn *c, uint32_t i, pjob *j)
 	return rds_append(c, i, &a);
 }
 
+/* rds_hgetall_many's callbacks for the topics of a lookup */
+typedef struct looked {
+	pconn *c;
+	uint32_t i;
+	pjob *j;
+	const rtopic *topics;
+	bool wildcard;
+} looked;
+
+static void topic_key(void *ud, size_t k, const void **p, size_t *len)
+{
+	const looked *l = ud;
+	*p = l->topics[k].p;
+	*len = l->topics[k].len;
+}
+
+static void on_retain_hash(void *ud, size_t k, redisReply *rep)
+{
+	looked *l = ud;
+	const rtopic *t = &l->topics[k];
+	if (rep->type == REDIS_REPLY_ERROR) {
+		rds_outcome(l->c, l->i, rds_error_class(rep), rep->str, rep->len);
+	} else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 0 && l->wildcard) {
+		/* deleted by someone else: the topic leaves the index */
+		rargs s;
+		ra_init(&s);
+		ra_str(&s, "SREM");
+		ra_str(&s, K_IDX_RETAIN);
+		ra_add(&s, t->p, t->len);
+		rds_append(l->c, l->i, &s);
+	} else {
+		kmq_msg *m = rds_hash_msg(rep, true);
+		/* the hash's own topic must be the one its key names */
+		if (m && (m->topic.len != t->len || memcmp(m->topic.p, t->p, m->topic.len) != 0))
+			msg_unref(&m);
+		if (m && presult_add_msg(l->j->result, m))
+			rds_outcome(l->c, l->i, RJ_RETRY, "out of memory", 13);
+	}
+}
+
 int redis_retain_lookup(pconn *c, uint32_t i, pjob *j)
 {
 	mqtt_str group, filter = j->topic;
@@ -56,49 +95,8 @@ int redis_retain_lookup(pconn *c, uint32_t i, pjob *j)
 	bool wildcard = mqtt_topic_is_wildcard(filter);
 	if (wildcard && rds_matching_topics(c, i, K_IDX_RETAIN, filter, &topics, &n))
 		return -1;
-	int rc = 0;
-	rargs *cmds = malloc(HGET_CHUNK * sizeof(rargs));
-	redisReply *rep[HGET_CHUNK];
-	if (!cmds) {
-		if (topics != &one)
-			rds_topics_free(&topics, n);
-		return -1;
-	}
-	for (size_t at = 0; at < n && rc == 0; at += HGET_CHUNK) {
-		size_t k = n - at < HGET_CHUNK ? n - at : HGET_CHUNK;
-		for (size_t x = 0; x < k; x++) {
-			ra_init(&cmds[x]);
-			ra_str(&cmds[x], "HGETALL");
-			ra_key(&cmds[x], K_RETAIN, topics[at + x].p, topics[at + x].len, NULL, 0);
-		}
-		if (rds_pipeline(c, cmds, k, rep)) {
-			rc = -1;
-			break;
-		}
-		for (size_t x = 0; x < k; x++) {
-			if (rep[x]->type == REDIS_REPLY_ERROR) {
-				rds_outcome(c, i, rds_error_class(rep[x]), rep[x]->str, rep[x]->len);
-			} else if (rep[x]->type == REDIS_REPLY_ARRAY && rep[x]->elements == 0 && wildcard) {
-				/* deleted by someone else: the topic leaves the index */
-				rargs s;
-				ra_init(&s);
-				ra_str(&s, "SREM");
-				ra_str(&s, K_IDX_RETAIN);
-				ra_add(&s, topics[at + x].p, topics[at + x].len);
-				rds_append(c, i, &s);
-			} else {
-				kmq_msg *m = rds_hash_msg(rep[x], true);
-				/* the hash's own topic must be the one its key names */
-				if (m && (m->topic.len != topics[at + x].len ||
-				          memcmp(m->topic.p, topics[at + x].p, m->topic.len) != 0))
-					msg_unref(&m);
-				if (m && presult_add_msg(j->result, m))
-					rds_outcome(c, i, RJ_RETRY, "out of memory", 13);
-			}
-			freeReplyObject(rep[x]);
-		}
-	}
-	free(cmds);
+	looked l = {c, i, j, topics, wildcard};
+	int rc = rds_hgetall_many(c, K_RETAIN, n, topic_key, on_retain_hash, &l);
 	if (topics != &one)
 		rds_topics_free(&topics, n);
 	return rc;
