@@ -1174,10 +1174,46 @@ def record_vars(store, table, cols):
                                   for c in cols})
 
 
+def drive_every_hook_point(port):
+    """The traffic of the raw-action tests: raw-sub (user alice) subscribes
+    raw/# at QoS 1 and raw-sub0 raw/+ at QoS 0, raw-pub publishes a binary
+    QoS 1 message and a retained QoS 2 one, both arrive, raw-sub
+    unsubscribes, all three leave. Returns (t0, t1), wall-clock ms around
+    it."""
+    t0 = int(time.time() * 1000)
+    sub = raw_connect(port, "raw-sub", username="alice", password="pw")
+    assert sub_ack(sub, [("raw/#", 1)]) == [1]
+    sub0 = raw_connect(port, "raw-sub0")
+    assert sub_ack(sub0, [("raw/+", 0)]) == [0]
+    pub = raw_connect(port, "raw-pub")
+    publish_ack(pub, "raw/x", b"p\x00one", qos=1)
+    publish_ack(pub, "raw/r", b"p-two", qos=2, retain=True)
+    got = recv_publishes(sub, 2, timeout=WAIT)
+    assert sorted(p.payload for p in got) == [b"p\x00one", b"p-two"]
+    assert sorted(p.payload for p in recv_publishes(sub0, 2, timeout=WAIT)) == \
+        [b"p\x00one", b"p-two"]
+    unsub_ack(sub, ["raw/#"], pid=2)
+    quit_(sub)
+    quit_(sub0)
+    quit_(pub)
+    return t0, int(time.time() * 1000)
+
+
 def check_hook_rows(rows, t0, t1, username=lambda u: u):
     """The rows every hook point's raw action recorded in the raw-action
-    tests (rows(table) -> dicts); username() normalises an absent user
-    name (SQL: NULL; Redis: empty)."""
+    tests (rows(table) -> dicts), once all are there; username() normalises
+    an absent user name (SQL: NULL; Redis: empty)."""
+    wait_until(lambda: len(rows("disconnected")) == 3 and len(rows("acked")) == 2
+               and len(rows("unsubscribed")) == 1,
+               what="every raw action ran")
+    con = {r["clientid"]: r for r in rows("connected")}
+    assert set(con) == {"raw-sub", "raw-sub0", "raw-pub"}
+    assert con["raw-sub"]["username"] == "alice"
+    assert username(con["raw-pub"]["username"]) is None
+    for r in con.values():
+        assert r["peerhost"] == "127.0.0.1"
+        assert r["node"] == DEFAULT_NODE
+        assert t0 - 60000 <= as_int(r["ts"]) <= t1 + 60000
     dis = {r["clientid"]: r for r in rows("disconnected")}
     assert set(dis) == {"raw-sub", "raw-sub0", "raw-pub"}
     assert dis["raw-sub"]["username"] == "alice"
@@ -1237,39 +1273,11 @@ def test_raw_action_on_every_hook_point(broker_factory, store):
         ("message.acked", 1, record_vars(store, "ev_acked", ["clientid", "topic", "msgid"]),
          None),
     ]), workers=2)
-    t0 = int(time.time() * 1000)
-    sub = raw_connect(b.port, "raw-sub", username="alice", password="pw")
-    assert sub_ack(sub, [("raw/#", 1)]) == [1]
-    sub0 = raw_connect(b.port, "raw-sub0")
-    assert sub_ack(sub0, [("raw/+", 0)]) == [0]
-    pub = raw_connect(b.port, "raw-pub")
-    publish_ack(pub, "raw/x", b"p\x00one", qos=1)
-    publish_ack(pub, "raw/r", b"p-two", qos=2, retain=True)
-    got = recv_publishes(sub, 2, timeout=WAIT)
-    assert sorted(p.payload for p in got) == [b"p\x00one", b"p-two"]
-    assert sorted(p.payload for p in recv_publishes(sub0, 2, timeout=WAIT)) == \
-        [b"p\x00one", b"p-two"]
-    unsub_ack(sub, ["raw/#"], pid=2)
-    quit_(sub)
-    quit_(sub0)
-    quit_(pub)
-    t1 = int(time.time() * 1000)
+    t0, t1 = drive_every_hook_point(b.port)
 
     def rows(point):
         return store.records(f"ev_{point}")
 
-    wait_until(lambda: len(rows("disconnected")) == 3 and len(rows("acked")) == 2
-               and len(rows("unsubscribed")) == 1,
-               what="every raw action ran")
-
-    con = {r["clientid"]: r for r in rows("connected")}
-    assert set(con) == {"raw-sub", "raw-sub0", "raw-pub"}
-    assert con["raw-sub"]["username"] == "alice"
-    assert not con["raw-pub"]["username"]  # none (SQL: NULL)
-    for r in con.values():
-        assert r["peerhost"] == "127.0.0.1"
-        assert r["node"] == DEFAULT_NODE
-        assert t0 - 60000 <= as_int(r["ts"]) <= t1 + 60000
     check_hook_rows(rows, t0, t1, username=lambda u: u or None)
 
     # both statements / commands of one action ran
@@ -1314,39 +1322,11 @@ def test_raw_sql_on_every_hook_point(broker_factory, sql_store):
                                                           "payload"]), None),
         ("message.acked", 1, raw_insert("acked", ["clientid", "topic", "msgid"]), None),
     ]), workers=2)
-    t0 = int(time.time() * 1000)
-    sub = raw_connect(b.port, "raw-sub", username="alice", password="pw")
-    assert sub_ack(sub, [("raw/#", 1)]) == [1]
-    sub0 = raw_connect(b.port, "raw-sub0")
-    assert sub_ack(sub0, [("raw/+", 0)]) == [0]
-    pub = raw_connect(b.port, "raw-pub")
-    publish_ack(pub, "raw/x", b"p\x00one", qos=1)
-    publish_ack(pub, "raw/r", b"p-two", qos=2, retain=True)
-    got = recv_publishes(sub, 2, timeout=WAIT)
-    assert sorted(p.payload for p in got) == [b"p\x00one", b"p-two"]
-    assert sorted(p.payload for p in recv_publishes(sub0, 2, timeout=WAIT)) == \
-        [b"p\x00one", b"p-two"]
-    unsub_ack(sub, ["raw/#"], pid=2)
-    quit_(sub)
-    quit_(sub0)
-    quit_(pub)
-    t1 = int(time.time() * 1000)
+    t0, t1 = drive_every_hook_point(b.port)
 
     def rows(point):
         return store.query("select * from ev where point = ? order by rowid", point)
 
-    wait_until(lambda: len(rows("disconnected")) == 3 and len(rows("acked")) == 2
-               and len(rows("unsubscribed")) == 1,
-               what="every raw action ran")
-
-    con = {r["clientid"]: r for r in rows("connected")}
-    assert set(con) == {"raw-sub", "raw-sub0", "raw-pub"}
-    assert con["raw-sub"]["username"] == "alice"
-    assert con["raw-pub"]["username"] is None
-    for r in con.values():
-        assert r["peerhost"] == "127.0.0.1"
-        assert r["node"] == DEFAULT_NODE
-        assert t0 - 60000 <= as_int(r["ts"]) <= t1 + 60000
     check_hook_rows(rows, t0, t1)
 
     # both statements of one action ran
