@@ -30,6 +30,9 @@ typedef struct pslot {
 	uint64_t stop_deadline_ms;
 	_Atomic int state; /* enum pool_state */
 	pconn *conn;
+	/* write jobs queued here, ever, and of those freed (written, failed,
+	 * dropped or moved to the spill file): the fetch barrier's counters */
+	_Atomic uint64_t w_enq, w_fin;
 	/* the spill file (pool thread only): jobs older than those in memory */
 	int spill_fd;          /* -1: none open */
 	int spill_pos_fd;      /* <file>.pos: offset of the first job not yet written */

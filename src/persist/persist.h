@@ -193,6 +193,12 @@ typedef struct pjob {
 	mqtt_str *filters;
 	uint32_t nfilters;
 	uint32_t size; /* bytes of this allocation, for accounting */
+	/* pool.c's fetch barrier (see there): a write job counts itself in
+	 * *wfin when freed; a fetch waits until each slot k of its pool has
+	 * freed need[k] write jobs */
+	_Atomic uint64_t *wfin;
+	uint64_t *need; /* malloc'd, need_n entries, or NULL */
+	uint32_t need_n;
 	uint8_t data[];
 } pjob;
 

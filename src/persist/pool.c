@@ -32,6 +32,9 @@ void pjob_free(pjob **jp)
 	if (!j)
 		return;
 	*jp = NULL;
+	if (j->wfin)
+		atomic_fetch_add(j->wfin, 1);
+	free(j->need);
 	msg_unref(&j->msg);
 	persist_result_free(&j->result);
 	free(j);
@@ -63,11 +66,70 @@ static pjob *pop_oldest(pslot *s)
 	return j;
 }
 
+static bool is_lookup(const pjob *j)
+{
+	return j->rule->func && j->rule->func->kind == PFUNC_LOOKUP;
+}
+
+/* A fetch (a lookup answering with stored messages) and the fetch barrier.
+ *
+ * Jobs are queued per client id, so the messages a publisher had
+ * acknowledged (async mode: before they were written) are written by one
+ * connection of the pool while a new subscriber's fetch runs on another. A
+ * fetch that ran first would miss them, and the subscriber would never get
+ * them: they reached no live subscription, and its read position moves past
+ * them with its next acknowledgement. So a fetch notes, when it is queued,
+ * how many write jobs each connection of its pool had been given, and runs
+ * only once every other connection has finished that many (its own are
+ * ahead of it in its queue) - or after FETCH_BARRIER_MS, when the database
+ * is away (a job moved to the spill file counts as finished: during an
+ * outage the barrier does not hold). Writes never wait, so nothing can wait
+ * in a circle. */
+#define FETCH_BARRIER_MS 5000
+
+static bool is_fetch(const pjob *j)
+{
+	return j->rule->func && j->rule->func->kind == PFUNC_LOOKUP &&
+	       j->rule->func->result == PRESULT_MSGS;
+}
+
+static void fetch_barrier(pslot *s, pjob **batch, size_t n)
+{
+	ppool *pl = s->pool;
+	uint64_t end = 0;
+	for (size_t i = 0; i < n; i++) {
+		pjob *j = batch[i];
+		for (uint32_t k = 0; j->need && k < j->need_n; k++) {
+			if (k == s->idx)
+				continue;
+			while (atomic_load(&pl->slots[k].w_fin) < j->need[k]) {
+				uint64_t now = clock_mono_ms();
+				if (!end)
+					end = now + FETCH_BARRIER_MS;
+				if (now >= end)
+					return; /* the database is away: do not wait longer */
+				struct timespec ts = {0, 1000000L};
+				nanosleep(&ts, NULL);
+			}
+		}
+		free(j->need); /* satisfied: a retry does not wait again */
+		j->need = NULL;
+	}
+}
+
 int pool_enqueue(ppool *pl, pjob *j, uint64_t hash)
 {
 	pslot *s = &pl->slots[hash % (uint64_t)pl->pool_size];
 	pjob *dropped = NULL, **dtail = &dropped;
 	j->enq_ms = clock_mono_ms();
+	if (pl->pool_size > 1 && is_fetch(j)) {
+		j->need = malloc((size_t)pl->pool_size * sizeof(*j->need));
+		if (j->need) { /* without it the fetch just does not wait */
+			j->need_n = (uint32_t)pl->pool_size;
+			for (int64_t k = 0; k < pl->pool_size; k++)
+				j->need[k] = atomic_load(&pl->slots[k].w_enq);
+		}
+	}
 	pthread_mutex_lock(&s->mu);
 	if (s->stop) {
 		pthread_mutex_unlock(&s->mu);
@@ -89,6 +151,10 @@ int pool_enqueue(ppool *pl, pjob *j, uint64_t hash)
 	s->tail = j;
 	s->n++;
 	s->bytes += j->size;
+	if (!is_lookup(j)) {
+		j->wfin = &s->w_fin;
+		atomic_fetch_add(&s->w_enq, 1);
+	}
 	bool wake = s->n == 1 || (int64_t)s->n >= pl->batch_size;
 	pthread_mutex_unlock(&s->mu);
 	if (wake)
@@ -176,11 +242,6 @@ static int open_conn(pslot *s, const persist_host *host)
  * what arrives during one batch and one pass, and a pass of this many jobs
  * costs a few milliseconds */
 #define SPILL_PASS_JOBS 65536
-
-static bool is_lookup(const pjob *j)
-{
-	return j->rule->func && j->rule->func->kind == PFUNC_LOOKUP;
-}
 
 /* Called with mu held; drops it around the file I/O. Returns the jobs moved. */
 static uint64_t spill_excess(pslot *s, uint64_t limit)
@@ -377,6 +438,7 @@ static void *slot_main(void *arg)
 			}
 		}
 		int rc = -1;
+		fetch_barrier(s, batch, n);
 		if (s->conn || open_conn(s, host) == 0) {
 			rc = t->run_batch(s->conn, batch, n);
 			CNT_ADD(pl->batches, 1);

@@ -418,3 +418,35 @@ def test_tls_verified_and_refused_with_the_wrong_ca(broker_factory, srv_store, t
                  what="the certificate refused in the log")
     assert stored_payloads(store, "tls/b") == []
     p.close()
+
+
+# ---------------------------------------------------------------- fetch after async writes
+
+def test_fetch_waits_for_writes_queued_on_other_connections(broker_factory, srv_store):
+    """async mode, pool_size 2: the publisher's messages are written by one
+    connection, behind a raw action that sleeps; a subscriber whose jobs go
+    to the other connection subscribes right after the PUBACKs. Its fetch
+    waits for the writes queued before it, so it gets every message (they
+    reached no live subscription: missed by the fetch, they would be lost to
+    it for good once its read position moved past them)."""
+    store = srv_store
+    pub_id = next(f"fb-pub-{i}" for i in range(100) if R.owner_worker(f"fb-pub-{i}", 2) == 0)
+    sub_id = next(f"fb-sub-{i}" for i in range(100) if R.owner_worker(f"fb-sub-{i}", 2) == 1)
+    nap = "do sleep(0.4)" if store.name == "mysql" else "select pg_sleep(0.4)"
+    conf = (store.conf()
+            + store.rule("message.publish", 1, {"sql": [nap]}, topic="fb/#")
+            + store.rule("message.publish", 2, {"function": "on_message_publish"}, topic="fb/#")
+            + store.rule("session.subscribed", 1, {"function": "on_message_fetch"}, topic="#")
+            + store.rule("message.acked", 1, {"function": "on_message_acked"}, topic="#"))
+    b = broker_factory(conf=conf, workers=2)
+    p = R.raw_connect(b.port, pub_id)
+    sent = [b"fb-%d" % i for i in range(3)]
+    for i, m in enumerate(sent):
+        R.publish_ack(p, "fb/t", m, qos=1, pid=i + 1)
+    assert stored_payloads(store, "fb/t") == []  # still behind the naps
+    s = R.raw_connect(b.port, sub_id, clean=False)
+    assert R.sub_ack(s, [("fb/#", 1)]) == [1]
+    got = R.recv_publishes(s, 3, timeout=WAIT)
+    assert [x.payload for x in got] == sent
+    s.close()
+    p.close()
