@@ -86,10 +86,11 @@ static bool is_store(const pjob *j)
 }
 
 /* Rows per multi-row INSERT: a run of n store jobs is sent as statements of
- * these sizes (largest first), so a connection prepares at most this many
- * shapes. */
-static const uint32_t multi_sizes[] = {64, 16, 4, 1};
-static const char multi_keys[sizeof(multi_sizes) / sizeof(multi_sizes[0])];
+ * MULTI_MAX rows and one of the rest, each size prepared once per connection
+ * (keyed by &multi_keys[rows - 1]). One statement of the exact size costs the
+ * server far less than the same rows split into smaller statements. */
+#define MULTI_MAX 64
+static const char multi_keys[MULTI_MAX];
 
 /* "head (?, ...), (...) tail" for n rows; NULL if out of memory. */
 static char *multi_text(const sql_dialect *d, uint32_t n)
@@ -122,13 +123,10 @@ static int store_run(sql_conn *sc, pconn *c, pjob **jobs, size_t n)
 	int rc = SQLR_OK;
 	size_t done = 0;
 	while (done < n && rc == SQLR_OK) {
-		size_t k = 0;
-		while (multi_sizes[k] > n - done)
-			k++;
-		uint32_t rows = multi_sizes[k];
-		sql_val v[64 * 8];
-		char ids[64][33], ats[64][20];
-		char *tmp[64] = {0};
+		uint32_t rows = n - done < MULTI_MAX ? (uint32_t)(n - done) : MULTI_MAX;
+		sql_val v[MULTI_MAX * 8];
+		char ids[MULTI_MAX][33], ats[MULTI_MAX][20];
+		char *tmp[MULTI_MAX] = {0};
 		for (uint32_t r = 0; r < rows && rc == SQLR_OK; r++)
 			if (sql_msg_insert_values(sc, jobs[done + r], v + r * 8, ids[r], ats[r], &tmp[r]))
 				rc = SQLR_RETRY;
@@ -137,7 +135,8 @@ static int store_run(sql_conn *sc, pconn *c, pjob **jobs, size_t n)
 				rc = sql_exec_builtin(sc, c, SQL_MSG_INSERT, v, 8, NULL, NULL);
 			} else {
 				char *text = multi_text(d, rows);
-				rc = text ? sc->drv->exec(c, &multi_keys[k], text, v, (int)rows * 8, NULL, NULL)
+				rc = text ? sc->drv->exec(c, &multi_keys[rows - 1], text, v, (int)rows * 8, NULL,
+				                          NULL)
 				          : SQLR_RETRY;
 				free(text);
 			}
