@@ -138,7 +138,43 @@ def rule_line(db, point, n, action, topic, pool, opts):
     return f"backend.{db}.hook.{point}.{n} = {json.dumps(r)}\n"
 
 
-class SqliteStore:
+class _SqlRecords:
+    """record() and records() of the SQL adapters, on their execute() and
+    query(); column_type(col) gives the type of a record table's column."""
+
+    def record(self, table, **cols):
+        """{"sql": [insert into table(cols) values(...)]}; the table is
+        created now if it does not exist."""
+        assert cols, "record() needs at least one column"
+        self.ensure_schema()
+        defs = ", ".join(f"{c} {self.column_type(c)}".rstrip() for c in cols)
+        self.execute(f"create table if not exists {table} ({defs})")
+        vals = []
+        for v in cols.values():
+            if _is_placeholder(v):
+                vals.append(v)
+            else:
+                vals.append("'" + str(v).replace("'", "''") + "'")
+        return {"sql": [f"insert into {table}({', '.join(cols)}) values({', '.join(vals)})"]}
+
+    def records(self, table):
+        out = []
+        for r in self.query(f"select * from {table} order by rowid"):
+            d = {}
+            for k, v in r.items():
+                if v is None:
+                    d[k] = None
+                elif k == "payload":
+                    d[k] = v.encode() if isinstance(v, str) else bytes(v)
+                elif isinstance(v, (bytes, bytearray, memoryview)):
+                    d[k] = bytes(v).decode("utf-8", "surrogateescape")
+                else:
+                    d[k] = str(v)
+            out.append(d)
+        return out
+
+
+class SqliteStore(_SqlRecords):
     name = "sqlite"
     family = "sql"
     messages_in_publish_order = True
@@ -163,36 +199,9 @@ class SqliteStore:
     def fn(self, name):
         return name
 
-    def record(self, table, **cols):
-        """{"sql": [insert into table(cols) values(...)]}; the table is
-        created now (untyped columns: values keep the type they are bound
-        with) if it does not exist."""
-        assert cols, "record() needs at least one column"
-        self.ensure_schema()
-        self.execute(f"create table if not exists {table} ({', '.join(cols)})")
-        vals = []
-        for v in cols.values():
-            if _is_placeholder(v):
-                vals.append(v)
-            else:
-                vals.append("'" + str(v).replace("'", "''") + "'")
-        return {"sql": [f"insert into {table}({', '.join(cols)}) values({', '.join(vals)})"]}
-
-    def records(self, table):
-        out = []
-        for r in self.query(f"select * from {table} order by rowid"):
-            d = {}
-            for k, v in r.items():
-                if v is None:
-                    d[k] = None
-                elif k == "payload":
-                    d[k] = v.encode() if isinstance(v, str) else bytes(v)
-                elif isinstance(v, (bytes, bytearray, memoryview)):
-                    d[k] = bytes(v).decode("utf-8", "surrogateescape")
-                else:
-                    d[k] = str(v)
-            out.append(d)
-        return out
+    def column_type(self, col):
+        """Untyped columns: values keep the type they are bound with."""
+        return ""
 
     def failing_action(self):
         return {"sql": ["insert into keepmq_no_such_table(topic) values(${topic})"]}
@@ -540,7 +549,7 @@ def _norm(v):
     return v
 
 
-class _ServerSqlStore:
+class _ServerSqlStore(_SqlRecords):
     """What the MySQL and PostgreSQL adapters share: a fresh database on the
     process's shared server (sql_servers.py) per test, dropped by close().
 
@@ -594,34 +603,8 @@ class _ServerSqlStore:
     def fn(self, name):
         return name
 
-    def record(self, table, **cols):
-        assert cols, "record() needs at least one column"
-        self.ensure_schema()
-        types = ", ".join(f"{c} {self.BLOB if c == 'payload' else 'text'}" for c in cols)
-        self.execute(f"create table if not exists {table} ({types})")
-        vals = []
-        for v in cols.values():
-            if _is_placeholder(v):
-                vals.append(v)
-            else:
-                vals.append("'" + str(v).replace("'", "''") + "'")
-        return {"sql": [f"insert into {table}({', '.join(cols)}) values({', '.join(vals)})"]}
-
-    def records(self, table):
-        out = []
-        for r in self.query(f"select * from {table} order by rowid"):
-            d = {}
-            for k, v in r.items():
-                if v is None:
-                    d[k] = None
-                elif k == "payload":
-                    d[k] = v.encode() if isinstance(v, str) else bytes(v)
-                elif isinstance(v, bytes):
-                    d[k] = v.decode("utf-8", "surrogateescape")
-                else:
-                    d[k] = str(v)
-            out.append(d)
-        return out
+    def column_type(self, col):
+        return self.BLOB if col == "payload" else "text"
 
     def failing_action(self):
         return {"sql": ["insert into keepmq_no_such_table(topic) values(${topic})"]}

@@ -218,6 +218,12 @@ static int read_rows(pconn *c, MYSQL_STMT *st, sql_row_fn cb, void *ud)
 			rc = stmt_error(c, st, "fetch");
 			break;
 		}
+		if (r == MYSQL_DATA_TRUNCATED) {
+			/* the buffers are sized from max_length: never truncate silently */
+			snprintf(c->err, sizeof(c->err), "fetch: a column did not fit its buffer");
+			rc = SQLR_FAIL;
+			break;
+		}
 		sql_val cols[MAX_COLS];
 		for (unsigned int k = 0; k < nf; k++) {
 			if (nulls[k])
