@@ -138,9 +138,19 @@ def rule_line(db, point, n, action, topic, pool, opts):
     return f"backend.{db}.hook.{point}.{n} = {json.dumps(r)}\n"
 
 
-class _SqlRecords:
-    """record() and records() of the SQL adapters, on their execute() and
-    query(); column_type(col) gives the type of a record table's column."""
+class _SqlAdapter:
+    """What the SQL adapters share: rule(), fn(), failing_action(), and
+    record() and records() on their execute() and query();
+    column_type(col) gives the type of a record table's column."""
+
+    def rule(self, point, n, action, topic=None, pool="pool1", **opts):
+        return rule_line(self.name, point, n, action, topic, pool, opts)
+
+    def fn(self, name):
+        return name
+
+    def failing_action(self):
+        return {"sql": ["insert into keepmq_no_such_table(topic) values(${topic})"]}
 
     def record(self, table, **cols):
         """{"sql": [insert into table(cols) values(...)]}; the table is
@@ -174,7 +184,7 @@ class _SqlRecords:
         return out
 
 
-class SqliteStore(_SqlRecords):
+class SqliteStore(_SqlAdapter):
     name = "sqlite"
     family = "sql"
     messages_in_publish_order = True
@@ -193,18 +203,9 @@ class SqliteStore(_SqlRecords):
             lines.append(f"backend.sqlite.{pool}.{k} = {v}")
         return "\n".join(lines) + "\n"
 
-    def rule(self, point, n, action, topic=None, pool="pool1", **opts):
-        return rule_line(self.name, point, n, action, topic, pool, opts)
-
-    def fn(self, name):
-        return name
-
     def column_type(self, col):
         """Untyped columns: values keep the type they are bound with."""
         return ""
-
-    def failing_action(self):
-        return {"sql": ["insert into keepmq_no_such_table(topic) values(${topic})"]}
 
     # ------------------------------------------------------------ store side
     def _conn(self):
@@ -549,7 +550,7 @@ def _norm(v):
     return v
 
 
-class _ServerSqlStore(_SqlRecords):
+class _ServerSqlStore(_SqlAdapter):
     """What the MySQL and PostgreSQL adapters share: a fresh database on the
     process's shared server (sql_servers.py) per test, dropped by close().
 
@@ -597,17 +598,8 @@ class _ServerSqlStore(_SqlRecords):
             lines.append(f"backend.{self.name}.{pool}.{k} = {v}")
         return "\n".join(lines) + "\n"
 
-    def rule(self, point, n, action, topic=None, pool="pool1", **opts):
-        return rule_line(self.name, point, n, action, topic, pool, opts)
-
-    def fn(self, name):
-        return name
-
     def column_type(self, col):
         return self.BLOB if col == "payload" else "text"
-
-    def failing_action(self):
-        return {"sql": ["insert into keepmq_no_such_table(topic) values(${topic})"]}
 
     # ------------------------------------------------------------ store side
     def _translate(self, sql, has_args):
