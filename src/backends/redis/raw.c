@@ -259,6 +259,19 @@ int redis_raw_args(const void *raw, uint32_t k, const pjob *j, const char *node,
 	return build(r, &r->cmds[k], j, node, a, scratch);
 }
 
+/* The bytes of one piece of an argument: literal text or a variable's
+ * value (numbers formatted into scratch). */
+static void piece(const rraw *r, const rpart *p, const pjob *j, const char *node,
+                  char scratch[48], const void **vp, size_t *vn)
+{
+	if (p->var == LIT) {
+		*vp = r->text + p->off;
+		*vn = p->len;
+	} else {
+		var_text(p->var, j, node, scratch, vp, vn);
+	}
+}
+
 /* Builds command k's arguments into a (pieces joined into owned buffers). */
 static int build(const rraw *r, const rcmd *cmd, const pjob *j, const char *node, rargs *a,
                  char (*scratch)[48])
@@ -267,31 +280,21 @@ static int build(const rraw *r, const rcmd *cmd, const pjob *j, const char *node
 	for (uint32_t x = 0; x < cmd->n; x++) {
 		const rarg *g = &r->args[cmd->first + x];
 		if (g->n == 1) { /* one piece: no copy */
-			const rpart *p = &r->parts[g->first];
-			if (p->var == LIT) {
-				ra_add(a, r->text + p->off, p->len);
-			} else {
-				const void *vp;
-				size_t vn;
-				var_text(p->var, j, node, scratch[x % RARGS_MAX], &vp, &vn);
-				ra_add(a, vp, vn);
-			}
+			const void *vp;
+			size_t vn;
+			piece(r, &r->parts[g->first], j, node, scratch[x % RARGS_MAX], &vp, &vn);
+			ra_add(a, vp, vn);
 			continue;
 		}
+		/* two passes over the pieces (however many: an argument may hold
+		 * any number of ${var}s): the length, then the bytes */
 		size_t total = 0;
-		const void *vp[64];
-		size_t vn[64];
-		char sc[64][48];
-		uint32_t np = g->n > 64 ? 64 : g->n;
-		for (uint32_t y = 0; y < np; y++) {
-			const rpart *p = &r->parts[g->first + y];
-			if (p->var == LIT) {
-				vp[y] = r->text + p->off;
-				vn[y] = p->len;
-			} else {
-				var_text(p->var, j, node, sc[y], &vp[y], &vn[y]);
-			}
-			total += vn[y];
+		char sc[48];
+		for (uint32_t y = 0; y < g->n; y++) {
+			const void *vp;
+			size_t vn;
+			piece(r, &r->parts[g->first + y], j, node, sc, &vp, &vn);
+			total += vn;
 		}
 		if (a->nowned >= RARGS_MAX) {
 			a->oom = true;
@@ -303,9 +306,12 @@ static int build(const rraw *r, const rcmd *cmd, const pjob *j, const char *node
 			return -1;
 		}
 		size_t at = 0;
-		for (uint32_t y = 0; y < np; y++) {
-			memcpy(buf + at, vp[y], vn[y]);
-			at += vn[y];
+		for (uint32_t y = 0; y < g->n; y++) {
+			const void *vp;
+			size_t vn;
+			piece(r, &r->parts[g->first + y], j, node, sc, &vp, &vn);
+			memcpy(buf + at, vp, vn);
+			at += vn;
 		}
 		a->owned[a->nowned++] = buf;
 		ra_add(a, buf, total);
